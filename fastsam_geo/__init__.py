@@ -1,0 +1,53 @@
+"""fastsam-geo: Fast Segment Anything for GIS and remote sensing.
+
+``import fastsam_geo`` is light: torch, ultralytics and click load only when a model or the
+CLI is used. The public names below are resolved lazily.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "segment_raster": "api",
+    "raster_info": "api",
+    "load_segmenter": "api",
+    "MaskSet": "types",
+    "Instances": "types",
+    "Progress": "types",
+    "RasterInfo": "types",
+    "Tile": "types",
+    "Segmenter": "types",
+    "FastSAMSegmenter": "engine",
+    "plan_tiles": "tiling",
+    "FastSAMGeoError": "errors",
+    "EmptyResultWarning": "errors",
+}
+
+__all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
+    "segment_raster", "raster_info", "load_segmenter", "plan_tiles",
+    "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
+    "FastSAMGeoError", "EmptyResultWarning",
+]
+
+if TYPE_CHECKING:
+    from .api import load_segmenter, raster_info, segment_raster
+    from .engine import FastSAMSegmenter
+    from .errors import EmptyResultWarning, FastSAMGeoError
+    from .tiling import plan_tiles
+    from .types import Instances, MaskSet, Progress, RasterInfo, Segmenter, Tile
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fastsam_geo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

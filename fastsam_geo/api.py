@@ -1,0 +1,143 @@
+"""The public API: every shell (CLI, QGIS plugin, notebooks) calls these functions."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import warnings
+from collections.abc import Sequence
+
+import geopandas as gpd
+import numpy as np
+
+from . import io
+from .coords import geodesic_areas
+from .errors import EmptyResultWarning, InputError, ModelError, RasterError
+from .pipeline import RunStats, SegmentFn, VectorOptions, run
+from .raster import TileReader, read_info
+from .tiling import plan_tiles
+from .types import ProgressCallback, RasterInfo
+
+COLUMNS = {"score": "float32", "area_m2": "float64"}
+
+
+def load_segmenter(model: object = None, *, device: str = "auto", **kwargs) -> SegmentFn:
+    """Resolve what ``segment_raster(segmenter=...)`` accepts into a callable segmenter.
+
+    ``None`` -> the bundled default model; a string or path -> :class:`FastSAMSegmenter`
+    on those weights (``"FastSAM-s.pt"``, ``"FastSAM-x.pt"`` or a local ``.pt``);
+    ``"package.module:factory"`` -> ``factory()`` (a custom segmenter, also from the CLI);
+    any callable -> itself. ``kwargs`` (imgsz, conf, iou, batch_size, ...) go to the engine.
+    """
+    if model is None:
+        raise ModelError("no model given: pass a segmenter or weights (segmenter='FastSAM-s.pt' "
+                         "or --model PATH)")
+    if isinstance(model, str) and _FACTORY.match(model) and not os.path.exists(model):
+        return _import_factory(model)
+    if isinstance(model, str | os.PathLike):
+        from .engine import FastSAMSegmenter  # torch + ultralytics load here, not at import
+
+        return FastSAMSegmenter(model, device=device, **kwargs)
+    if callable(model):
+        return model  # type: ignore[return-value]
+    raise InputError(f"segmenter must be None, a weights path or a callable, got {type(model).__name__}")
+
+
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def _import_factory(spec: str) -> SegmentFn:
+    module, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"cannot import segmenter factory {spec!r} ({exc})") from exc
+    seg = factory()
+    if not callable(seg):
+        raise ModelError(f"{spec}() returned {type(seg).__name__}, not a callable segmenter")
+    return seg
+
+
+def raster_info(path: str | os.PathLike) -> RasterInfo:
+    """Header of a georeferenced raster (CRS, size, bands, dtype, nodata)."""
+    return read_info(path)
+
+
+def segment_raster(
+    path: str | os.PathLike,
+    *,
+    segmenter: object = None,
+    tile_size: int = 1024,
+    overlap: int = 128,
+    bands: Sequence[int] | None = None,
+    stretch: str = "auto",
+    batch_size: int | None = None,
+    device: str = "auto",
+    min_area: int = 16,
+    simplify: float = 0.0,
+    output: str | os.PathLike | None = None,
+    progress: ProgressCallback | None = None,
+    stats: RunStats | None = None,
+) -> gpd.GeoDataFrame:
+    """Segment every object in a georeferenced raster into polygons in the raster's CRS.
+
+    The raster is read tile by tile (``tile_size`` pixels, ``overlap`` shared between
+    neighbours), so its size is limited by disk, not memory. Objects cut by tile seams
+    come out once and whole.
+
+    Parameters
+    ----------
+    segmenter: ``None`` (bundled building model), weights (``"FastSAM-s.pt"`` or a path),
+        or a callable ``segmenter(images: list[np.ndarray]) -> list[MaskSet]`` taking
+        ``(H, W, 3) uint8`` RGB tiles at native resolution.
+    bands: 1-based bands read as R, G, B (one band is shown as grey); default: the RGB
+        colour bands, else band 1.
+    stretch: ``"auto"`` (one 2-98 % percentile stretch per raster unless the data are
+        uint8), ``"percentile"`` or ``"none"``.
+    min_area: drop masks of fewer pixels. ``simplify``: outline tolerance in pixels.
+    output: also write the result there (.gpkg, .parquet, .geojson, .fgb); the path is
+        checked before any work, and written atomically.
+    progress: called with :class:`~fastsam_geo.types.Progress` after each batch; return
+        False to cancel.
+
+    Returns
+    -------
+    GeoDataFrame with ``geometry`` (Polygon/MultiPolygon), ``score`` (model confidence,
+    0-1) and ``area_m2`` (geodesic area in square metres), in the raster's CRS.
+    An empty result is a valid empty frame, with an :class:`EmptyResultWarning`.
+    """
+    if output is not None:
+        io.check_output(output)
+    info = read_info(path)
+    grid = plan_tiles(info.width, info.height, tile_size, overlap, info.transform)
+    reader = TileReader(path, bands, stretch=stretch)
+    seg = load_segmenter(segmenter, device=device)
+    bs = batch_size or getattr(seg, "batch_size", None) or 4
+    stats = stats if stats is not None else RunStats()
+    geoms: list = []
+    scores: list[float] = []
+    with reader:
+        for g, s in run(reader, grid, seg, batch_size=bs, progress=progress, stats=stats,
+                        options=VectorOptions(min_area=min_area, simplify=simplify)):
+            geoms.extend(g)
+            scores.extend(s)
+    if stats.tiles_skipped == len(grid):
+        raise RasterError(f"{path}: every pixel is nodata or masked; nothing to segment")
+    gdf = to_frame(geoms, scores, info)
+    if len(gdf) == 0:
+        warnings.warn(f"{path}: no objects found; the result is an empty layer",
+                      EmptyResultWarning, stacklevel=2)
+    if output is not None:
+        io.write(gdf, output)
+    return gdf
+
+
+def to_frame(geoms: list, scores: list[float], info: RasterInfo) -> gpd.GeoDataFrame:
+    """Polygons in the raster CRS -> the output GeoDataFrame (score, area_m2, geometry)."""
+    if not geoms:
+        return io.empty_frame(info.crs, COLUMNS)
+    arr = np.asarray(geoms, dtype=object)
+    return gpd.GeoDataFrame(
+        {"score": np.asarray(scores, dtype=np.float32), "area_m2": geodesic_areas(arr, info.crs)},
+        geometry=gpd.GeoSeries(arr, crs=info.crs), crs=info.crs)

@@ -1,0 +1,310 @@
+"""FastSAM inference: the only module that imports torch and ultralytics (lazily, on first use).
+
+:class:`FastSAMSegmenter` runs a YOLOv8-seg network (FastSAM-s/-x or any ultralytics
+segmentation checkpoint, such as the bundled building model) in *everything* mode on
+batches of tile images and returns :class:`~fastsam_geo.types.Instances` at each tile's
+native resolution. Post-processing is lean: top-k by score before NMS, and masks assembled
+from the prototypes only inside each surviving box, directly at native resolution (no
+full-frame upsampling of every candidate, which is what makes stock pipelines slow).
+
+Weights are never downloaded here: a name such as ``FastSAM-s.pt`` is looked up in the
+weights folders (:func:`weights_dirs`) and a missing file is one clear error line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, ModelError, WeightsNotFoundError
+from .types import Instances
+
+OFFICIAL = {"FastSAM-s.pt", "FastSAM-x.pt"}
+RELEASES = "https://github.com/ultralytics/assets/releases"
+
+
+def weights_dirs() -> list[Path]:
+    """Folders searched for weights given by bare name, in order.
+
+    ``$FASTSAM_GEO_WEIGHTS`` (if set), the user cache ``~/.cache/fastsam-geo/weights``
+    (``$XDG_CACHE_HOME`` honoured), then the current directory.
+    """
+    dirs = []
+    if os.environ.get("FASTSAM_GEO_WEIGHTS"):
+        dirs.append(Path(os.environ["FASTSAM_GEO_WEIGHTS"]).expanduser())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    dirs.append(cache / "fastsam-geo" / "weights")
+    dirs.append(Path.cwd())
+    return dirs
+
+
+def resolve_weights(weights: str | os.PathLike) -> Path:
+    """The local file for ``weights`` (a path, or a bare name searched in :func:`weights_dirs`)."""
+    p = Path(weights).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        raise InputError(f"{weights}: is a folder, not a weights file")
+    if len(p.parts) == 1:
+        for d in weights_dirs():
+            if (d / p.name).is_file():
+                return d / p.name
+    where = weights_dirs()[0]
+    if p.name in OFFICIAL:
+        raise WeightsNotFoundError(
+            f"model weights {p.name} not found and never downloaded at run time: download "
+            f"{p.name} from {RELEASES} and put it in {where} (or pass its path)")
+    if len(p.parts) > 1:
+        raise WeightsNotFoundError(f"model weights {weights}: no such file")
+    raise WeightsNotFoundError(f"model weights {weights} not found (looked in: "
+                               f"{', '.join(str(d) for d in weights_dirs())})")
+
+
+def _torch():
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics: never probe the network
+    import torch
+
+    return torch
+
+
+class _quiet_ultralytics:
+    """Silence ultralytics' INFO logging (model summaries) inside the block."""
+
+    def __enter__(self):
+        import logging
+
+        from ultralytics.utils import LOGGER
+
+        self._logger, self._level = LOGGER, LOGGER.level
+        LOGGER.setLevel(logging.WARNING)
+
+    def __exit__(self, *exc):
+        self._logger.setLevel(self._level)
+
+
+def pick_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` if available, else ``"mps"``, else ``"cpu"``; others validated."""
+    torch = _torch()
+    device = str(device).lower()
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available here; "
+                         "use --device cpu or auto")
+    if device not in ("cpu", "mps") and not device.startswith("cuda"):
+        raise InputError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+class FastSAMSegmenter:
+    """Everything-mode FastSAM (or any YOLOv8-seg checkpoint) as a fastsam-geo segmenter.
+
+    Parameters
+    ----------
+    weights: path or official name (``FastSAM-s.pt``, ``FastSAM-x.pt``) of a checkpoint.
+    device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    imgsz: network input size (the long side of each tile is resized to it).
+        ``None``: the checkpoint's own (``fastsam_geo`` metadata, else its training size).
+    conf, iou: confidence threshold and NMS IoU (FastSAM's defaults 0.4 / 0.9 when the
+        checkpoint does not recommend its own).
+    max_det: most masks kept per tile. ``batch_size``: tiles per forward pass
+        (``None``: from device memory on CUDA, 2 on CPU). ``threads``: torch CPU threads.
+    """
+
+    def __init__(self, weights: str | os.PathLike = "FastSAM-s.pt", *, device: str = "auto",
+                 imgsz: int | None = None, conf: float | None = None, iou: float | None = None,
+                 max_det: int = 300, batch_size: int | None = None, threads: int | None = None,
+                 half: bool | None = None):
+        self.path = resolve_weights(weights)
+        torch = _torch()
+        self.device = pick_device(device)
+        from ultralytics.nn.tasks import load_checkpoint
+
+        if self.device == "cpu":
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        try:
+            with _quiet_ultralytics():
+                model, ckpt = load_checkpoint(str(self.path), device=self.device, fuse=True)
+        except Exception as exc:  # corrupt file, wrong format, pickle errors...
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelError(f"{self.path}: cannot load model weights ({first})") from exc
+        if getattr(model, "task", None) != "segment" and not hasattr(model.model[-1], "proto"):
+            raise ModelError(f"{self.path}: not a segmentation model (task={getattr(model, 'task', '?')}); "
+                             "FastSAM needs a YOLOv8-seg checkpoint")
+        if self.device == "cpu":  # ultralytics resets threads on import/select_device
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+        meta = ckpt.get("fastsam_geo", {}) if isinstance(ckpt, dict) else {}
+        train_args = ckpt.get("train_args", {}) if isinstance(ckpt, dict) else {}
+        self.meta: dict[str, Any] = dict(meta)
+        self.imgsz = int(imgsz or meta.get("imgsz") or train_args.get("imgsz") or 1024)
+        self.conf = float(conf if conf is not None else meta.get("conf", 0.4))
+        self.iou = float(iou if iou is not None else meta.get("iou", 0.9))
+        self.max_det = int(max_det)
+        self.stride = int(max(model.stride)) if hasattr(model, "stride") else 32
+        self.imgsz = int(math.ceil(self.imgsz / self.stride) * self.stride)
+        self.half = (self.device.startswith("cuda")) if half is None else bool(half)
+        self.model = model.half() if self.half else model.float()
+        self.nc = len(getattr(model, "names", {0: "object"}))
+        self.batch_size = batch_size or self._default_batch()
+        self.cache_key = self._cache_key()
+
+    # -- public -----------------------------------------------------------------------------
+
+    def __call__(self, images: list[np.ndarray]) -> list[Instances]:
+        out: list[Instances] = []
+        for i in range(0, len(images), self.batch_size):
+            out.extend(self._run(images[i:i + self.batch_size]))
+        return out
+
+    def __repr__(self) -> str:
+        return (f"FastSAMSegmenter({self.path.name!r}, device={self.device!r}, imgsz={self.imgsz}, "
+                f"conf={self.conf}, iou={self.iou})")
+
+    def forward(self, batch: Any) -> Any:
+        """The bare network on a preprocessed ``(B, 3, S, S)`` tensor (for benchmarks)."""
+        torch = _torch()
+        with torch.inference_mode():
+            return self.model(batch)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[Any, list[tuple[float, float, float]]]:
+        """Letterbox ``(H, W, 3) uint8`` RGB images into one ``(B, 3, S, S)`` tensor.
+
+        Returns the tensor and, per image, ``(scale, pad_x, pad_y)`` mapping native tile
+        pixels to network input pixels: ``x_in = x * scale + pad_x``.
+        """
+        import cv2
+
+        torch = _torch()
+        s = self.imgsz
+        batch = np.full((len(images), s, s, 3), 114, dtype=np.uint8)
+        geo = []
+        for i, img in enumerate(images):
+            h, w = img.shape[:2]
+            r = s / max(h, w)
+            nh, nw = min(s, round(h * r)), min(s, round(w * r))
+            resized = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            py, px = (s - nh) // 2, (s - nw) // 2
+            batch[i, py:py + nh, px:px + nw] = resized
+            geo.append((nw / w, float(px), float(py)))  # x scale (== y scale up to rounding)
+        t = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        t = t.half() if self.half else t.float()
+        return t.div_(255.0), geo
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _run(self, images: list[np.ndarray]) -> list[Instances]:
+        torch = _torch()
+        x, geo = self.preprocess(images)
+        try:
+            with torch.inference_mode():
+                preds, protos = self.model(x)[0]
+                return [self._postprocess(preds[i], protos[i], img.shape[:2], geo[i])
+                        for i, img in enumerate(images)]
+        except torch.cuda.OutOfMemoryError:
+            if len(images) == 1:
+                raise ModelError("out of GPU memory on a single tile; use a smaller --tile-size "
+                                 "or --device cpu") from None
+            torch.cuda.empty_cache()
+            self.batch_size = max(1, len(images) // 2)
+            half = len(images) // 2
+            return self._run(images[:half]) + self._run(images[half:])
+
+    def _postprocess(self, pred: Any, proto: Any, shape: tuple[int, int],
+                     geo: tuple[float, float, float]) -> Instances:
+        """Detections of one image -> native-resolution instances.
+
+        ``pred``: ``(4 + nc + nm, A)`` raw head output (xywh in input pixels, class scores,
+        mask coefficients); ``proto``: ``(nm, S/4, S/4)`` mask prototypes.
+        """
+        import torchvision
+
+        torch = _torch()
+        h, w = shape
+        nc = self.nc
+        scores = pred[4:4 + nc].amax(0)
+        keep = scores > self.conf
+        if not keep.any():
+            return Instances.empty(shape)
+        cand = pred[:, keep].T.float()  # (K, 4 + nc + nm)
+        sc = scores[keep].float()
+        k = min(len(sc), 30 * self.max_det)  # top-k before NMS: NMS cost grows with k^2
+        sc, order = sc.topk(k)
+        cand = cand[order]
+        xy, wh = cand[:, :2], cand[:, 2:4]
+        boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)
+        keep = torchvision.ops.nms(boxes, sc, self.iou)[: self.max_det]
+        boxes, sc, coef = boxes[keep], sc[keep], cand[keep, 4 + nc:]
+        # back to native tile pixels
+        r, px, py = geo
+        nboxes = (boxes - torch.tensor([px, py, px, py], device=boxes.device)) / r
+        nboxes[:, 0::2] = nboxes[:, 0::2].clamp(0, w)
+        nboxes[:, 1::2] = nboxes[:, 1::2].clamp(0, h)
+        ib = torch.stack([nboxes[:, 0].floor(), nboxes[:, 1].floor(),
+                          nboxes[:, 2].ceil(), nboxes[:, 3].ceil()], 1).long().cpu().numpy()
+        nm, ph, pw = proto.shape
+        logits = (coef @ proto.float().view(nm, -1)).view(-1, 1, ph, pw)  # (N, 1, ph, pw)
+        sin = float(self.imgsz)
+        crops, out_boxes, out_scores = [], [], []
+        for i, (x0, y0, x1, y1) in enumerate(ib.tolist()):
+            if x1 <= x0 or y1 <= y0:
+                continue
+            # sample the prototype logits at the centres of the native pixels of the box
+            gx = ((torch.arange(x0, x1, device=logits.device) + 0.5) * r + px) * (2 / sin) - 1
+            gy = ((torch.arange(y0, y1, device=logits.device) + 0.5) * r + py) * (2 / sin) - 1
+            grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
+            m = torch.nn.functional.grid_sample(logits[i:i + 1], grid.to(logits.dtype), mode="bilinear",
+                                                align_corners=False)[0, 0] > 0
+            crops.append(m.cpu().numpy())
+            out_boxes.append((x0, y0, x1, y1))
+            out_scores.append(float(sc[i]))
+        if not crops:
+            return Instances.empty(shape)
+        return Instances(np.asarray(out_boxes, np.int32), np.asarray(out_scores, np.float32),
+                         tuple(crops), shape)
+
+    def _default_batch(self) -> int:
+        if not self.device.startswith("cuda"):
+            return 2
+        torch = _torch()
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        per_tile = (self.imgsz / 1024) ** 2 * (1.5e9 if self.half else 3e9)
+        return int(max(1, min(16, free * 0.6 // per_tile)))
+
+    def _cache_key(self) -> str:
+        st = self.path.stat()
+        h = hashlib.sha1(f"{self.path.name}:{st.st_size}".encode())
+        with open(self.path, "rb") as f:
+            h.update(f.read(1 << 20))
+        return f"{h.hexdigest()[:16]}-s{self.imgsz}-c{self.conf:g}-i{self.iou:g}-m{self.max_det}"
+
+
+def make_untrained_checkpoint(path: str | os.PathLike, *, arch: str = "s", nc: int = 1,
+                              imgsz: int = 1024, seed: int = 0, **meta: Any) -> Path:
+    """Write a YOLOv8-seg checkpoint with random weights, built from ultralytics' own yaml.
+
+    ``arch`` is the YOLOv8 scale: FastSAM-s is ``"s"``, FastSAM-x is ``"x"`` (same layers,
+    one class, 32 prototypes). Inference cost does not depend on weight values, so this
+    measures real FastSAM compute offline, and tests the real loading path.
+    """
+    torch = _torch()
+    from ultralytics.nn.tasks import SegmentationModel
+
+    torch.manual_seed(seed)
+    model = SegmentationModel(f"yolov8{arch}-seg.yaml", nc=nc, verbose=False)
+    model.names = {i: "object" for i in range(nc)}
+    model.args = {"task": "segment", "imgsz": imgsz}
+    ckpt = {"model": model.half(), "train_args": {"task": "segment", "imgsz": imgsz},
+            "fastsam_geo": {"arch": f"yolov8{arch}-seg", "untrained": True, "imgsz": imgsz, **meta}}
+    path = Path(path)
+    torch.save(ckpt, path)
+    return path

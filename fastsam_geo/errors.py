@@ -1,0 +1,53 @@
+"""One exception root for everything fastsam-geo raises on purpose.
+
+Every subclass also inherits the builtin a caller would naturally catch (as rasterio does:
+an unreadable raster is an ``OSError``, a bad argument a ``ValueError``), so code that
+knows nothing about fastsam-geo still handles our errors sensibly. Messages are one line,
+name the offending thing, and say what to do about it; the CLI prints them verbatim.
+"""
+
+from __future__ import annotations
+
+
+class FastSAMGeoError(Exception):
+    """Root of all fastsam-geo errors."""
+
+
+class InputError(FastSAMGeoError, ValueError):
+    """An argument or option has a value that cannot work (e.g. ``overlap >= tile_size``)."""
+
+
+class RasterError(FastSAMGeoError, OSError):
+    """The input raster is missing, unreadable, or unusable (e.g. not georeferenced)."""
+
+
+class CRSError(FastSAMGeoError, ValueError):
+    """A coordinate reference system could not be understood or transformed."""
+
+
+class PromptError(InputError):
+    """A prompt is malformed, or lies outside the raster."""
+
+
+class OutputError(FastSAMGeoError, OSError):
+    """The output path cannot be written (unknown format, missing folder, ...)."""
+
+
+class ModelError(FastSAMGeoError, RuntimeError):
+    """A model could not be loaded or run."""
+
+
+class WeightsNotFoundError(ModelError, FileNotFoundError):
+    """Model weights are not on this machine (they are never downloaded implicitly)."""
+
+
+class SegmenterError(FastSAMGeoError, RuntimeError):
+    """A segmenter returned something that is not a valid list of MaskSets."""
+
+
+class EmptyResultWarning(UserWarning):
+    """The run finished but found no objects; the output is a valid, empty layer."""
+
+
+class Cancelled(FastSAMGeoError):
+    """The run was cancelled through its progress callback (e.g. a QGIS task's cancel)."""

@@ -1,0 +1,103 @@
+"""Pure operations on instance masks: compaction, validity masking, crop geometry, IoU.
+
+Boxes are ``(x0, y0, x1, y1)`` int with exclusive max, in the pixel frame the caller
+names. A *crop* is a bool array covering exactly its box.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import SegmenterError
+from .types import Instances, MaskSet, boxes_from_masks
+
+__all__ = ["boxes_from_masks", "crop_window", "intersect", "to_instances", "window_iou"]
+
+Box = tuple[int, int, int, int]
+
+
+def to_instances(result: MaskSet | Instances, shape: tuple[int, int],
+                 valid: np.ndarray | None = None, min_area: int = 1) -> Instances:
+    """Compact one tile's segmenter output into :class:`Instances`.
+
+    ``shape`` is the tile's ``(H, W)``: the masks must match it (masks at another
+    resolution are a segmenter bug and raise :class:`SegmenterError`). Pixels where the
+    bool ``valid`` ``(H, W)`` is False (nodata, alpha, internal mask) are removed from every
+    mask, so masked pixels never belong to an object. Masks left with fewer than
+    ``min_area`` pixels are dropped; boxes are recomputed tight around what remains.
+    """
+    if isinstance(result, Instances):
+        if tuple(result.shape) != tuple(shape):
+            raise SegmenterError(f"segmenter returned masks for a {result.shape} image, "
+                                 f"expected the tile's native {tuple(shape)}")
+        boxes, crops, scores = result.boxes, result.crops, result.scores
+    elif isinstance(result, MaskSet):
+        if len(result) and result.masks.shape[1:] != tuple(shape):
+            raise SegmenterError(f"segmenter returned masks of shape {result.masks.shape[1:]}, "
+                                 f"expected the tile's native {tuple(shape)}")
+        boxes = boxes_from_masks(result.masks)
+        crops = [result.masks[i, y0:y1, x0:x1] for i, (x0, y0, x1, y1) in enumerate(boxes)]
+        scores = result.scores
+    else:
+        raise SegmenterError(f"segmenter must return MaskSet objects, got {type(result).__name__}")
+
+    out_boxes, out_crops, out_scores = [], [], []
+    for (x0, y0, x1, y1), crop, score in zip(np.asarray(boxes, dtype=np.int64), crops, scores):
+        if valid is not None and x1 > x0 and y1 > y0:
+            crop = crop & valid[y0:y1, x0:x1]
+        tight = _tighten(crop)
+        if tight is None:
+            continue
+        tx0, ty0, tx1, ty1 = tight
+        crop = crop[ty0:ty1, tx0:tx1]
+        if int(crop.sum()) < min_area:
+            continue
+        out_boxes.append((x0 + tx0, y0 + ty0, x0 + tx1, y0 + ty1))
+        out_crops.append(np.ascontiguousarray(crop))
+        out_scores.append(score)
+    if not out_crops:
+        return Instances.empty(tuple(shape))
+    return Instances(np.asarray(out_boxes, dtype=np.int32).reshape(-1, 4),
+                     np.asarray(out_scores, dtype=np.float32), tuple(out_crops), tuple(shape))
+
+
+def _tighten(crop: np.ndarray) -> Box | None:
+    """Tight box of the True pixels of a 2-D bool array, or None if it has none."""
+    if crop.size == 0:
+        return None
+    rows = np.flatnonzero(crop.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(crop.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def intersect(a: Box, b: Box) -> Box | None:
+    """Intersection of two boxes, or None when they do not overlap."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1, y1)
+
+
+def crop_window(crop: np.ndarray, box: Box, window: Box) -> np.ndarray:
+    """The part of ``crop`` (covering ``box``) inside ``window``, as a window-sized bool array.
+
+    Pixels of the window outside the box are False.
+    """
+    wx0, wy0, wx1, wy1 = window
+    out = np.zeros((wy1 - wy0, wx1 - wx0), dtype=bool)
+    inter = intersect(box, window)
+    if inter is None:
+        return out
+    ix0, iy0, ix1, iy1 = inter
+    out[iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0] = \
+        crop[iy0 - box[1]:iy1 - box[1], ix0 - box[0]:ix1 - box[0]]
+    return out
+
+
+def window_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two same-shape bool arrays (0 when both are empty)."""
+    union = np.count_nonzero(a | b)
+    return float(np.count_nonzero(a & b)) / union if union else 0.0

@@ -1,0 +1,238 @@
+"""Seam merging: each object once and whole, however the tiles cut it.
+
+Rule (see ``Tile.core``): every raster pixel is owned by exactly one tile, the one whose
+core contains it. A mask well inside its tile's core (``margin`` pixels clear of every
+inner core boundary) is final at once. Any other mask becomes a *candidate*: its *piece*
+is the part inside its own tile's core. Candidates of neighbouring tiles are matched where
+both tiles see the same pixels (their overlap; the touching pixel strips when the overlap is
+zero): greedy one-to-one by IoU there, at least ``match_iou``. Matched candidates form one
+group (union-find, so an object spanning many tiles chains through all of them), and a
+group's object is the union of its members' pieces. Because cores are disjoint and
+adjacent, the pieces of an object cut by a seam fit together without gap or double count,
+and a duplicate seen whole in two tiles keeps only the owner's half of each view.
+
+A group is emitted as soon as every tile touching its bounding box has been added, so the
+merger holds only candidates near unfinished tiles: about one row of tiles when tiles
+arrive row by row, whatever the raster's area. Tiles may arrive in any order.
+
+Candidates whose pieces add up to less than ``min_piece_fraction`` of their largest view
+are dropped: they are slivers of an object another tile owns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .masks import Box, crop_window, intersect, window_iou
+from .tiling import TileGrid
+from .types import Instances, MergedObject, Tile
+
+
+@dataclass
+class _Candidate:
+    tile: int
+    box: Box  # raster pixels
+    crop: np.ndarray
+    score: float
+    area: int
+    piece_box: Box | None  # box ∩ own tile core
+    piece_area: int
+
+
+class SeamMerger:
+    """Streams per-tile :class:`Instances` in, whole :class:`MergedObject` s out.
+
+    >>> merger = SeamMerger(grid)
+    >>> for tile, inst in results:            # any order
+    ...     for obj in merger.add(tile, inst):
+    ...         use(obj)
+    >>> for obj in merger.flush():             # after the last tile
+    ...     use(obj)
+    """
+
+    def __init__(self, grid: TileGrid, *, match_iou: float = 0.5, margin: int | None = None,
+                 min_piece_fraction: float = 0.2):
+        self.grid = grid
+        self.match_iou = match_iou
+        self.margin = max(2, grid.overlap // 8) if margin is None else margin
+        self.min_piece_fraction = min_piece_fraction
+        self._cands: dict[int, _Candidate] = {}
+        self._parent: dict[int, int] = {}
+        self._members: dict[int, list[int]] = {}  # root -> candidate ids
+        self._gbox: dict[int, Box] = {}  # root -> union of member boxes
+        self._by_tile: dict[int, set[int]] = {}
+        self._waiting: dict[int, set[int]] = {}  # tile index -> group ids waiting on it
+        self._processed: set[int] = set()
+        self._next = 0
+
+    @property
+    def pending(self) -> int:
+        """Candidates held, waiting for neighbouring tiles."""
+        return len(self._cands)
+
+    def add(self, tile: Tile, inst: Instances) -> list[MergedObject]:
+        """Add one tile's instances (tile pixels); return the objects that are now final."""
+        ti = self.grid.index(tile)
+        if ti in self._processed:
+            raise ValueError(f"tile {tile.row},{tile.col} was already added")
+        out: list[MergedObject] = []
+        inner = self._inner_core(tile)
+        new: list[int] = []
+        for (x0, y0, x1, y1), crop, score in zip(inst.boxes.tolist(), inst.crops, inst.scores.tolist()):
+            box = (x0 + tile.x, y0 + tile.y, x1 + tile.x, y1 + tile.y)
+            if _inside(box, inner):
+                out.append(MergedObject(box, crop, float(score), 1))
+                continue
+            pbox = intersect(box, tile.core)
+            parea = int(crop_window(crop, box, pbox).sum()) if pbox else 0
+            cid = self._next
+            self._next += 1
+            self._cands[cid] = _Candidate(ti, box, crop, float(score), int(crop.sum()), pbox, parea)
+            self._parent[cid] = cid
+            self._members[cid] = [cid]
+            self._gbox[cid] = box
+            new.append(cid)
+
+        for nb in self.grid.neighbours(tile):
+            ni = self.grid.index(nb)
+            if ni in self._processed and self._by_tile.get(ni):
+                self._match(new, tile, list(self._by_tile[ni]), nb)
+
+        self._processed.add(ti)
+        if new:
+            self._by_tile[ti] = set(new)
+        check = {self._find(c) for c in new}
+        check |= {self._find(g) for g in self._waiting.pop(ti, ()) if g in self._parent}
+        for root in check:
+            self._check(root, out)
+        return out
+
+    def flush(self) -> list[MergedObject]:
+        """Emit every group still held (call once all tiles are added, or to cut a run short)."""
+        out: list[MergedObject] = []
+        for root in list(self._members):
+            self._finalize(root, out)
+        self._waiting.clear()
+        return out
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _inner_core(self, tile: Tile) -> Box:
+        x0, y0, x1, y1 = tile.core
+        m = self.margin
+        return (x0 + m if x0 > 0 else x0, y0 + m if y0 > 0 else y0,
+                x1 - m if x1 < self.grid.width else x1, y1 - m if y1 < self.grid.height else y1)
+
+    def _match(self, new: list[int], tile: Tile, old: list[int], nb: Tile) -> None:
+        wins = _match_windows(tile, nb)
+        if wins is None:
+            return
+        wa, wb = wins
+        a_ids = [c for c in new if intersect(self._cands[c].box, wa)]
+        b_ids = [c for c in old if intersect(self._cands[c].box, wb)]
+        if not a_ids or not b_ids:
+            return
+        a_masks = [crop_window(self._cands[c].crop, self._cands[c].box, wa) for c in a_ids]
+        b_masks = [crop_window(self._cands[c].crop, self._cands[c].box, wb) for c in b_ids]
+        pairs = []
+        for i, am in enumerate(a_masks):
+            for j, bm in enumerate(b_masks):
+                if intersect(self._cands[a_ids[i]].box, self._cands[b_ids[j]].box) is None and wa == wb:
+                    continue
+                iou = window_iou(am, bm)
+                if iou >= self.match_iou:
+                    pairs.append((iou, i, j))
+        used_a, used_b = set(), set()
+        for _, i, j in sorted(pairs, reverse=True):
+            if i not in used_a and j not in used_b:
+                used_a.add(i)
+                used_b.add(j)
+                self._union(a_ids[i], b_ids[j])
+
+    def _find(self, c: int) -> int:
+        root = c
+        while self._parent[root] != root:
+            root = self._parent[root]
+        while self._parent[c] != root:
+            self._parent[c], c = root, self._parent[c]
+        return root
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return
+        if len(self._members[ra]) < len(self._members[rb]):
+            ra, rb = rb, ra
+        self._parent[rb] = ra
+        self._members[ra].extend(self._members.pop(rb))
+        self._gbox[ra] = _union_box(self._gbox[ra], self._gbox.pop(rb))
+
+    def _check(self, root: int, out: list[MergedObject]) -> None:
+        x0, y0, x1, y1 = self._gbox[root]
+        for t in self.grid.intersecting((x0 - 1, y0 - 1, x1 + 1, y1 + 1)):
+            ti = self.grid.index(t)
+            if ti not in self._processed:
+                self._waiting.setdefault(ti, set()).add(root)
+                return
+        self._finalize(root, out)
+
+    def _finalize(self, root: int, out: list[MergedObject]) -> None:
+        ids = self._members.pop(root)
+        self._gbox.pop(root)
+        cands = [self._cands.pop(c) for c in ids]
+        for c, cand in zip(ids, cands):
+            del self._parent[c]
+            tile_set = self._by_tile[cand.tile]
+            tile_set.discard(c)
+            if not tile_set:
+                del self._by_tile[cand.tile]
+        pieces = [c for c in cands if c.piece_area > 0]
+        total = sum(c.piece_area for c in pieces)
+        if total == 0 or total < self.min_piece_fraction * max(c.area for c in cands):
+            return
+        box = pieces[0].piece_box
+        for c in pieces[1:]:
+            box = _union_box(box, c.piece_box)
+        mask = np.zeros((box[3] - box[1], box[2] - box[0]), dtype=bool)
+        for c in pieces:
+            px0, py0, px1, py1 = c.piece_box
+            mask[py0 - box[1]:py1 - box[1], px0 - box[0]:px1 - box[0]] |= \
+                crop_window(c.crop, c.box, c.piece_box)
+        score = sum(c.score * c.piece_area for c in pieces) / total
+        out.append(MergedObject(box, mask, float(score), len({c.tile for c in pieces})))
+
+
+def _inside(box: Box, outer: Box) -> bool:
+    return box[0] >= outer[0] and box[1] >= outer[1] and box[2] <= outer[2] and box[3] <= outer[3]
+
+
+def _union_box(a: Box, b: Box) -> Box:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def _match_windows(a: Tile, b: Tile) -> tuple[Box, Box] | None:
+    """Where tiles ``a`` and ``b`` see the same object: (window in a, window in b), raster px.
+
+    With overlap this is their common window, identical for both. With zero overlap it is
+    the one-pixel strips on either side of a shared edge (none for corner neighbours).
+    """
+    common = intersect(a.box, b.box)
+    if common is not None:
+        return common, common
+    ax0, ay0, ax1, ay1 = a.box
+    bx0, by0, bx1, by1 = b.box
+    if a.row == b.row:  # side by side
+        y0, y1 = max(ay0, by0), min(ay1, by1)
+        if bx0 == ax1:
+            return (ax1 - 1, y0, ax1, y1), (bx0, y0, bx0 + 1, y1)
+        if ax0 == bx1:
+            return (ax0, y0, ax0 + 1, y1), (bx1 - 1, y0, bx1, y1)
+    elif a.col == b.col:  # one above the other
+        x0, x1 = max(ax0, bx0), min(ax1, bx1)
+        if by0 == ay1:
+            return (x0, ay1 - 1, x1, ay1), (x0, by0, x1, by0 + 1)
+        if ay0 == by1:
+            return (x0, ay0, x1, ay0 + 1), (x0, by1 - 1, x1, by1)
+    return None

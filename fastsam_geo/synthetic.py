@@ -1,0 +1,197 @@
+"""Seeded synthetic scenes: GeoTIFFs with known buildings at known map coordinates.
+
+Used by the tests, the benchmarks and the README's demos. A :class:`Scene` is pure
+geometry (footprints in raster pixels plus a CRS and transform); :func:`write_scene` renders
+it block by block (never the whole raster in memory), so 16384² test rasters are cheap.
+
+Buildings are painted in unique colours on a grey background, which makes
+:class:`ColourSegmenter` possible: a fake segmenter that returns each tile's *true*
+instance masks from the pixels alone, with no knowledge of where the tile lies. Running it
+through the real pipeline therefore tests reading, stretching, tiling, merging and
+georeferencing end to end, and any error there shows up as a wrong footprint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import CRS
+from rasterio import features
+from rasterio.windows import Window
+from shapely.geometry import Polygon, box
+
+from .coords import parse_crs
+from .types import MaskSet
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A synthetic raster's truth: ``footprints`` are Polygons in raster pixel coordinates.
+
+    ``nodata`` are pixel boxes ``(x0, y0, x1, y1)`` written as nodata.
+    """
+
+    width: int
+    height: int
+    crs: CRS
+    transform: Affine
+    footprints: tuple[Polygon, ...]
+    nodata: tuple[tuple[int, int, int, int], ...] = ()
+
+    def truth_pixels(self) -> list[Polygon]:
+        """Footprints minus nodata areas (what a correct pipeline can recover), pixels."""
+        holes = shapely.union_all([box(*b) for b in self.nodata]) if self.nodata else None
+        return [f.difference(holes) if holes is not None else f for f in self.footprints]
+
+    def truth_map(self) -> list[Polygon]:
+        """:meth:`truth_pixels` in map coordinates of :attr:`crs`."""
+        t = self.transform
+        return [shapely.affinity.affine_transform(p, (t.a, t.b, t.d, t.e, t.c, t.f))
+                for p in self.truth_pixels()]
+
+
+def colour_of(i: int) -> tuple[int, int, int]:
+    """The unique, non-grey, nonzero RGB colour of building ``i`` (1-based, < 254²)."""
+    r, g = 1 + i % 254, 1 + (i // 254) % 254
+    return r, g, 255 if r == g else 128
+
+
+def _shape(rng: np.random.Generator, x0: float, y0: float, w: float, h: float) -> Polygon:
+    kind = rng.choice(["rect", "rect", "L", "courtyard"]) if min(w, h) >= 24 else "rect"
+    outer = box(x0, y0, x0 + w, y0 + h)
+    if kind == "L":
+        cw, ch = round(w * rng.uniform(0.35, 0.6)), round(h * rng.uniform(0.35, 0.6))
+        return outer.difference(box(x0 + w - cw, y0, x0 + w, y0 + ch))
+    if kind == "courtyard":  # integer vertices: the raster holds exactly this polygon
+        return outer.difference(box(x0 + round(w * 0.3), y0 + round(h * 0.3),
+                                    x0 + round(w * 0.7), y0 + round(h * 0.7)))
+    return outer
+
+
+def make_scene(width: int, height: int, *, seed: int = 0, cell: int = 146, crs: object = "EPSG:32633",
+               origin: tuple[float, float] = (500000.0, 4500000.0), res: float = 0.3,
+               big: tuple[int, int, int, int] | None = None,
+               nodata: tuple[tuple[int, int, int, int], ...] = (), min_size: int = 10) -> Scene:
+    """A seeded scene of ``width x height`` pixels, north-up at ``res`` CRS units per pixel.
+
+    One building per ``cell x cell`` grid cell (random size, position and shape: rectangles,
+    L-shapes and courtyards, at least 3 px apart), so density is about (1024 / cell)² per
+    1024² tile. ``big`` is an optional ``(x0, y0, x1, y1)`` pixel box holding one large
+    L-shaped building (make it larger than a tile to test merging across many tiles);
+    cells it touches stay empty. ``nodata`` boxes are written as nodata.
+    """
+    rng = np.random.default_rng(seed)
+    crs = parse_crs(crs)
+    transform = Affine(res, 0, origin[0], 0, -res, origin[1])
+    feet: list[Polygon] = []
+    keepout = box(*big).buffer(4) if big else None
+    if big:
+        bx0, by0, bx1, by1 = big
+        notch = box(bx0 + (bx1 - bx0) * 6 // 10, by0, bx1, by0 + (by1 - by0) * 35 // 100)
+        feet.append(box(*big).difference(notch))
+    for cy in range(0, height - min_size - 6, cell):
+        for cx in range(0, width - min_size - 6, cell):
+            cw, ch = min(cell, width - cx), min(cell, height - cy)
+            w = rng.uniform(min_size, max(min_size + 1, cw - 6))
+            h = rng.uniform(min_size, max(min_size + 1, ch - 6))
+            x0 = cx + 3 + rng.uniform(0, max(0, cw - 6 - w))
+            y0 = cy + 3 + rng.uniform(0, max(0, ch - 6 - h))
+            x0, y0, w, h = round(x0), round(y0), round(w), round(h)
+            if keepout is not None and keepout.intersects(box(x0, y0, x0 + w, y0 + h)):
+                continue
+            feet.append(_shape(rng, x0, y0, w, h))
+    return Scene(width, height, crs, transform, tuple(feet), tuple(nodata))
+
+
+def write_scene(scene: Scene, path: str | os.PathLike, *, dtype: str = "uint8", count: int = 3,
+                nodata: float | None = 0, block: int = 512, seed: int = 0,
+                compress: str = "deflate", alpha: bool = False) -> str:
+    """Render ``scene`` to a tiled GeoTIFF, one row of blocks at a time.
+
+    Background is grey texture (values 20-120), building ``i`` is :func:`colour_of` ``(i+1)``.
+    ``dtype="uint16"`` scales values by 64 (so a stretch is needed); ``count=1`` writes the
+    red channel only. Nodata boxes get ``nodata`` (or alpha 0 with ``alpha=True``).
+    """
+    path = os.fspath(path)
+    rng = np.random.default_rng(seed)
+    colours = np.array([(0, 0, 0)] + [colour_of(i + 1) for i in range(len(scene.footprints))],
+                       dtype=np.uint16)
+    bands = count + (1 if alpha else 0)
+    profile = dict(driver="GTiff", width=scene.width, height=scene.height, count=bands, dtype=dtype,
+                   crs=scene.crs.to_wkt(), transform=scene.transform, tiled=True, blockxsize=block,
+                   blockysize=block, compress=compress, nodata=None if alpha else nodata)
+    if bands >= 3:
+        profile["photometric"] = "RGB"
+    idx = shapely.STRtree(list(scene.footprints))
+    with rasterio.open(path, "w", **profile) as dst:
+        if alpha:
+            dst.colorinterp = [rasterio.enums.ColorInterp.red, rasterio.enums.ColorInterp.green,
+                               rasterio.enums.ColorInterp.blue, rasterio.enums.ColorInterp.alpha][:bands]
+        for y in range(0, scene.height, block):
+            h = min(block, scene.height - y)
+            strip = box(0, y, scene.width, y + h)
+            hits = idx.query(strip)
+            win_t = Affine.translation(0, y)
+            ids = features.rasterize(((scene.footprints[i], int(i) + 1) for i in hits),
+                                     out_shape=(h, scene.width), transform=win_t, fill=0,
+                                     dtype="uint32") if len(hits) else \
+                np.zeros((h, scene.width), np.uint32)
+            grey = rng.integers(20, 121, size=(h, scene.width), dtype=np.uint16)
+            rgb = colours[ids]  # (h, W, 3)
+            bg = ids == 0
+            rgb[bg] = grey[bg][:, None]
+            data = rgb.transpose(2, 0, 1)[:count]
+            if dtype == "uint16":
+                data = data * 64
+            data = data.astype(dtype)
+            valid = np.ones((h, scene.width), dtype=bool)
+            for (x0, y0, x1, y1) in scene.nodata:
+                valid[max(0, y0 - y):max(0, y1 - y), x0:x1] = False
+            if alpha:
+                data = np.concatenate([data, (valid * np.iinfo(dtype).max).astype(dtype)[None]])
+            elif nodata is not None:
+                data[:, ~valid] = nodata
+            dst.write(data, window=Window(0, y, scene.width, h))
+    return path
+
+
+class ColourSegmenter:
+    """A fake segmenter returning the true instance masks of a synthetic scene's tile.
+
+    Every distinct colour that is not background becomes one mask (all its pixels in the
+    tile, even if split into parts), score 0.9. Background is grey (``r == g == b``) with
+    ``background="grey"``, or the most frequent colour with ``background="mode"`` (for
+    stretched uint16 or single-band renders, where grey is no longer grey). Black (masked
+    pixels) is never an object. ``calls`` counts images seen.
+    """
+
+    batch_size = 4
+
+    def __init__(self, background: str = "grey", min_pixels: int = 1):
+        self.background = background
+        self.min_pixels = min_pixels
+        self.calls = 0
+
+    def __call__(self, images: list[np.ndarray]) -> list[MaskSet]:
+        self.calls += len(images)
+        return [self._one(img) for img in images]
+
+    def _one(self, img: np.ndarray) -> MaskSet:
+        code = (img[..., 0].astype(np.uint32) << 16) | (img[..., 1].astype(np.uint32) << 8) | img[..., 2]
+        bg = (img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2]) if self.background == "grey" \
+            else np.zeros(code.shape, bool)
+        vals, counts = np.unique(code[~bg], return_counts=True)
+        drop = {0}
+        if self.background == "mode" and len(vals):
+            drop.add(int(vals[np.argmax(counts)]))
+        keep = [v for v, c in zip(vals.tolist(), counts.tolist()) if v not in drop and c >= self.min_pixels]
+        h, w = code.shape
+        masks = np.zeros((len(keep), h, w), dtype=bool)
+        for i, v in enumerate(keep):
+            np.equal(code, v, out=masks[i])
+        return MaskSet(masks, np.full(len(keep), 0.9, np.float32))

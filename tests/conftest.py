@@ -1,0 +1,57 @@
+"""Shared fixtures: offline ultralytics, seeded scenes, truth matching, the shared data folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared"))
+
+# ultralytics probes the network and writes settings to ~/.config unless told otherwise;
+# set both before anything can import it.
+os.environ["YOLO_OFFLINE"] = "1"
+os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fsg-yolo-")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test when the folder is absent."""
+    p = SHARED.joinpath("data", *parts)
+    if not p.exists():
+        pytest.skip(f"shared data not available: {p}")
+    return p
+
+
+def match_truth(pred: list, truth: list) -> tuple[list[int], list[float]]:
+    """For each truth polygon, how many predictions overlap it and the best IoU.
+
+    Returns ``(counts, ious)``; a perfect result has every count 1 and every IoU high, and
+    as many predictions as truths.
+    """
+    tree = shapely.STRtree(pred)
+    counts, ious = [], []
+    for t in truth:
+        hits = [pred[i] for i in tree.query(t) if pred[i].intersection(t).area > 0.05 * t.area]
+        counts.append(len(hits))
+        ious.append(max((t.intersection(p).area / t.union(p).area for p in hits), default=0.0))
+    return counts, ious
+
+
+@pytest.fixture(scope="session")
+def untrained_fastsam_s(tmp_path_factory) -> Path:
+    """A FastSAM-s-architecture checkpoint with random weights, built from ultralytics' yaml."""
+    from fastsam_geo.engine import make_untrained_checkpoint
+
+    return make_untrained_checkpoint(tmp_path_factory.mktemp("weights") / "FastSAM-s-untrained.pt",
+                                     arch="s", imgsz=256)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastsam_geo.coords import (crs_name, geodesic_areas, map_to_pixel, parse_crs, pixel_to_map,
+                                transform_geometries, transform_xy)
+from fastsam_geo.errors import CRSError
+
+
+@pytest.mark.parametrize("bad", ["EPSG:999999", "not a crs", "+proj=nope"])
+def test_unknown_crs_is_one_clear_error(bad):
+    with pytest.raises(CRSError, match="unknown CRS"):
+        parse_crs(bad)
+
+
+def test_crs_forms():
+    assert crs_name(parse_crs(32616)) == "EPSG:32616"
+    assert crs_name(parse_crs("EPSG:3857")) == "EPSG:3857"
+    assert parse_crs(parse_crs(4326).to_wkt()) == parse_crs(4326)
+
+
+def test_area_is_true_square_metres_in_every_crs():
+    # a 100 m x 100 m square near the UTM 33N central meridian (scale factor 0.9996)
+    sq = shapely.box(500000, 4500000, 500100, 4500100)
+    utm = parse_crs(32633)
+    ref = geodesic_areas(np.array([sq]), utm)[0]
+    assert ref == pytest.approx(100 * 100 / 0.9996 ** 2, rel=1e-3)
+    for crs in ("EPSG:3857", "EPSG:4326", "EPSG:3035"):
+        other = parse_crs(crs)
+        g = transform_geometries(np.array([sq]), utm, other)
+        assert geodesic_areas(g, other)[0] == pytest.approx(ref, rel=1e-4), crs
+
+
+def test_web_mercator_planar_area_would_be_wrong():
+    sq = shapely.box(500000, 6500000, 500100, 6500100)  # 3857 metres at ~50°N
+    area = geodesic_areas(np.array([sq]), parse_crs(3857))[0]
+    assert area < 0.5 * sq.area  # planar 3857 area overstates by 1/cos²(lat)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6), st.floats(0.01, 100), st.floats(0.01, 100),
+       st.floats(-180, 180))
+def test_pixel_map_round_trip(x, y, sx, sy, rot):
+    t = Affine.translation(x, y) @ Affine.rotation(rot) @ Affine.scale(sx, -sy)
+    cols = np.array([0.0, 10.5, 1000.0])
+    rows = np.array([0.0, 3.25, 777.0])
+    mx, my = pixel_to_map(cols, rows, t)
+    c2, r2 = map_to_pixel(mx, my, t)
+    np.testing.assert_allclose(c2, cols, atol=1e-6 * (1 + abs(x) + abs(y)) / min(sx, sy))
+    np.testing.assert_allclose(r2, rows, atol=1e-6 * (1 + abs(x) + abs(y)) / min(sx, sy))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(-179, 179), st.floats(-80, 80))
+def test_lonlat_web_mercator_round_trip_is_xy_ordered(lon, lat):
+    wgs, merc = parse_crs(4326), parse_crs(3857)
+    x, y = transform_xy([lon], [lat], wgs, merc)
+    assert np.sign(x[0]) == np.sign(lon) or abs(lon) < 1e-9
+    lo, la = transform_xy(x, y, merc, wgs)
+    assert lo[0] == pytest.approx(lon, abs=1e-7) and la[0] == pytest.approx(lat, abs=1e-7)
+
+
+def test_untransformable_coordinates_raise():
+    with pytest.raises(CRSError, match="cannot be transformed"):
+        transform_xy([0.0], [95.0], parse_crs(4326), parse_crs(3857))

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+import shapely
+from affine import Affine
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import box
+
+from fastsam_geo.errors import SegmenterError
+from fastsam_geo.masks import crop_window, to_instances
+from fastsam_geo.types import Instances, MaskSet, boxes_from_masks
+from fastsam_geo.vectorize import mask_to_geometry
+
+
+def test_boxes_from_masks_are_tight_and_exclusive():
+    m = np.zeros((2, 10, 12), bool)
+    m[0, 2:5, 3:7] = True
+    assert boxes_from_masks(m).tolist() == [[3, 2, 7, 5], [0, 0, 0, 0]]
+
+
+def test_masked_pixels_never_belong_to_an_object():
+    m = np.zeros((1, 20, 20), bool)
+    m[0, 5:15, 5:15] = True  # a segmenter that ignores the nodata strip
+    valid = np.ones((20, 20), bool)
+    valid[:, 10:] = False
+    inst = to_instances(MaskSet(m, [0.5]), (20, 20), valid)
+    assert inst.boxes.tolist() == [[5, 5, 10, 15]]
+    assert inst.crops[0].all() and inst.crops[0].shape == (10, 5)
+
+
+def test_masks_fully_in_nodata_or_tiny_are_dropped():
+    m = np.zeros((2, 20, 20), bool)
+    m[0, 0:5, 0:5] = True
+    m[1, 10:12, 10:12] = True
+    valid = np.ones((20, 20), bool)
+    valid[:8, :8] = False
+    assert len(to_instances(MaskSet(m, [0.5, 0.5]), (20, 20), valid, min_area=5)) == 0
+
+
+def test_wrong_resolution_masks_are_a_segmenter_error():
+    with pytest.raises(SegmenterError, match="expected the tile's native"):
+        to_instances(MaskSet(np.zeros((1, 10, 10), bool), [1.0]), (20, 20))
+    with pytest.raises(SegmenterError, match="2 masks but 1 scores"):
+        MaskSet(np.zeros((2, 10, 10), bool), [1.0])
+    with pytest.raises(SegmenterError, match="must return MaskSet"):
+        to_instances(np.zeros((1, 10, 10)), (10, 10))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 40), st.integers(0, 40))
+def test_instances_round_trip_through_dense(w, h, x, y):
+    m = np.zeros((1, 64, 64), bool)
+    m[0, y:y + h, x:x + w] = True
+    inst = to_instances(MaskSet(m, [0.7]), (64, 64))
+    assert (inst.dense().masks == m).all()
+    assert isinstance(inst, Instances) and inst.areas.tolist() == [h * w]
+
+
+def test_crop_window_pads_outside_the_box():
+    crop = np.ones((2, 2), bool)
+    out = crop_window(crop, (5, 5, 7, 7), (4, 4, 8, 8))
+    assert out.sum() == 4 and out[1:3, 1:3].all()
+
+
+T = Affine(0.5, 0, 1000.0, 0, -0.5, 2000.0)
+
+
+def test_polygons_are_in_map_coordinates_not_pixels():
+    m = np.zeros((10, 10), bool)
+    m[2:6, 4:8] = True
+    g = mask_to_geometry(m, T)
+    assert g.equals(box(1002.0, 1997.0, 1004.0, 1999.0))
+
+
+def test_courtyards_stay_holes_and_speckle_is_filled():
+    m = np.zeros((60, 60), bool)
+    m[5:55, 5:55] = True
+    m[20:40, 20:40] = False  # courtyard: 400 px
+    m[10, 10] = False  # speckle: 1 px
+    g = mask_to_geometry(m, Affine.identity())
+    assert len(g.interiors) == 1
+    assert g.area == 50 * 50 - 400
+
+
+def test_separate_parts_make_a_multipolygon_and_crumbs_are_dropped():
+    m = np.zeros((40, 40), bool)
+    m[0:10, 0:10] = True
+    m[20:30, 20:30] = True
+    m[38, 38] = True
+    g = mask_to_geometry(m, Affine.identity())
+    assert g.geom_type == "MultiPolygon" and len(g.geoms) == 2 and g.is_valid
+
+
+def test_rotated_transform_is_honoured():
+    rot = Affine.rotation(30) @ Affine.scale(2, -2)
+    m = np.ones((3, 3), bool)
+    g = mask_to_geometry(m, rot)
+    expected = shapely.affinity.affine_transform(box(0, 0, 3, 3), (rot.a, rot.b, rot.d, rot.e, rot.c, rot.f))
+    assert g.area == pytest.approx(36.0)
+    assert g.symmetric_difference(expected).area < 1e-9
+
+
+def test_simplify_reduces_vertices():
+    yy, xx = np.mgrid[:200, :200]
+    disc = (xx - 100) ** 2 + (yy - 100) ** 2 < 80 ** 2
+    exact = mask_to_geometry(disc, Affine.identity())
+    simple = mask_to_geometry(disc, Affine.identity(), simplify=1.0)
+    assert len(simple.exterior.coords) < len(exact.exterior.coords) / 3
+    assert simple.symmetric_difference(exact).area < 0.02 * exact.area
