@@ -141,3 +141,34 @@ def to_frame(geoms: list, scores: list[float], info: RasterInfo) -> gpd.GeoDataF
     return gpd.GeoDataFrame(
         {"score": np.asarray(scores, dtype=np.float32), "area_m2": geodesic_areas(arr, info.crs)},
         geometry=gpd.GeoSeries(arr, crs=info.crs), crs=info.crs)
+
+
+def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike, *,
+             iou: float = 0.5, ignore_partial: bool = False, partial_column: str = "partial"):
+    """Score predicted footprints against reference footprints (greedy one-to-one IoU matching).
+
+    Both may be GeoDataFrames or vector file paths; predictions are reprojected to the
+    reference CRS when they differ. With ``ignore_partial``, reference polygons flagged in
+    ``partial_column`` (e.g. cut by the image edge) count neither way: they are not false
+    negatives and predictions matching them are not false positives.
+    Returns a :class:`~fastsam_geo.metrics.MatchResult` (tp, fp, fn, precision, recall,
+    f1, mean_iou).
+    """
+    from .metrics import MatchResult, match
+
+    pred_df = pred if isinstance(pred, gpd.GeoDataFrame) else io.read_vector(pred)
+    gt_df = gt if isinstance(gt, gpd.GeoDataFrame) else io.read_vector(gt)
+    if len(pred_df) and len(gt_df) and pred_df.crs != gt_df.crs:
+        if pred_df.crs is None or gt_df.crs is None:
+            raise InputError("cannot compare footprints: one of the layers has no CRS")
+        pred_df = pred_df.to_crs(gt_df.crs)
+    res = match(pred_df.geometry.values, gt_df.geometry.values, iou)
+    if not ignore_partial or partial_column not in gt_df.columns:
+        return res
+    partial = gt_df[partial_column].fillna(0).astype(int).to_numpy() == 1
+    pairs = tuple(p for p in res.pairs if not partial[p[1]])
+    tp = len(pairs)
+    # predictions matched to partial references are dropped from both counts
+    return MatchResult(tp=tp, fp=len(pred_df) - len(res.pairs), fn=int((~partial).sum()) - tp,
+                       iou_threshold=iou, mean_iou=float(np.mean([v for *_, v in pairs])) if pairs else 0.0,
+                       pairs=pairs)

@@ -25,6 +25,10 @@ from .types import RasterInfo, Tile
 
 STRETCH_SAMPLE = 2048
 DEFAULT_PERCENTILES = (2.0, 98.0)
+BLOCK_CACHE_BYTES = 128 * 1024 * 1024
+"""GDAL block cache while reading tiles. GDAL's default (5 % of RAM) keeps every block read,
+so memory would grow with the raster's area; tiles are read row by row and only the overlap
+rows are read twice, so a small cache costs nothing. An explicit ``GDAL_CACHEMAX`` wins."""
 
 
 def _open(path: str | os.PathLike) -> rasterio.DatasetReader:
@@ -163,12 +167,16 @@ class TileReader:
         self.stretch = stretch if isinstance(stretch, Stretch) else \
             compute_stretch(self.path, self.bands, mode=stretch)
         self._src: rasterio.DatasetReader | None = None
+        self._env: rasterio.Env | None = None
         self._uniq = sorted(set(self.bands))
         self._order = [self._uniq.index(b) for b in self.bands]
         self._masked = self.info.nodata is not None or self.info.has_mask \
             or any(c == ColorInterp.alpha.name for c in self.info.colorinterp)
 
     def __enter__(self) -> TileReader:
+        self._env = rasterio.Env() if "GDAL_CACHEMAX" in os.environ else \
+            rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_BYTES)
+        self._env.__enter__()
         self._src = _open(self.path)
         return self
 
@@ -176,10 +184,13 @@ class TileReader:
         if self._src is not None:
             self._src.close()
             self._src = None
+        if self._env is not None:
+            self._env.__exit__(*exc)
+            self._env = None
 
     def __getstate__(self) -> dict:  # picklable for process pools / dask: reopen on the worker
         state = self.__dict__.copy()
-        state["_src"] = None
+        state["_src"] = state["_env"] = None
         return state
 
     def read(self, tile: Tile) -> tuple[np.ndarray, np.ndarray]:

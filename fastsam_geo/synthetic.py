@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 import shapely
+import shapely.affinity
 from affine import Affine
 from pyproj import CRS
 from rasterio import features
@@ -26,7 +27,7 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon, box
 
 from .coords import parse_crs
-from .types import MaskSet
+from .types import Instances
 
 
 @dataclass(frozen=True)
@@ -177,21 +178,31 @@ class ColourSegmenter:
         self.min_pixels = min_pixels
         self.calls = 0
 
-    def __call__(self, images: list[np.ndarray]) -> list[MaskSet]:
+    def __call__(self, images: list[np.ndarray]) -> list[Instances]:
         self.calls += len(images)
         return [self._one(img) for img in images]
 
-    def _one(self, img: np.ndarray) -> MaskSet:
+    def _one(self, img: np.ndarray) -> Instances:
+        h, w = img.shape[:2]
         code = (img[..., 0].astype(np.uint32) << 16) | (img[..., 1].astype(np.uint32) << 8) | img[..., 2]
-        bg = (img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2]) if self.background == "grey" \
-            else np.zeros(code.shape, bool)
-        vals, counts = np.unique(code[~bg], return_counts=True)
-        drop = {0}
+        if self.background == "grey":
+            code[(img[..., 0] == img[..., 1]) & (img[..., 1] == img[..., 2])] = 0
+        vals, lab, counts = np.unique(code.ravel(), return_inverse=True, return_counts=True)
+        lab = lab.reshape(h, w)
+        drop = vals == 0
         if self.background == "mode" and len(vals):
-            drop.add(int(vals[np.argmax(counts)]))
-        keep = [v for v, c in zip(vals.tolist(), counts.tolist()) if v not in drop and c >= self.min_pixels]
-        h, w = code.shape
-        masks = np.zeros((len(keep), h, w), dtype=bool)
-        for i, v in enumerate(keep):
-            np.equal(code, v, out=masks[i])
-        return MaskSet(masks, np.full(len(keep), 0.9, np.float32))
+            drop[np.argmax(np.where(vals == 0, -1, counts))] = True
+        keep = np.flatnonzero(~drop & (counts >= self.min_pixels))
+        if len(keep) == 0:
+            return Instances.empty((h, w))
+        # bounding boxes of every label in one pass over the tile, then one crop per label
+        rows = np.zeros((len(vals), h), bool)
+        cols = np.zeros((len(vals), w), bool)
+        rows[lab, np.arange(h)[:, None]] = True
+        cols[lab, np.arange(w)[None, :]] = True
+        rows, cols = rows[keep], cols[keep]
+        y0, y1 = rows.argmax(1), h - rows[:, ::-1].argmax(1)
+        x0, x1 = cols.argmax(1), w - cols[:, ::-1].argmax(1)
+        boxes = np.stack([x0, y0, x1, y1], 1).astype(np.int32)
+        crops = tuple(lab[b[1]:b[3], b[0]:b[2]] == k for k, b in zip(keep, boxes))
+        return Instances(boxes, np.full(len(keep), 0.9, np.float32), crops, (h, w))

@@ -5,8 +5,15 @@ from affine import Affine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastsam_geo.coords import (crs_name, geodesic_areas, map_to_pixel, parse_crs, pixel_to_map,
-                                transform_geometries, transform_xy)
+from fastsam_geo.coords import (
+    crs_name,
+    geodesic_areas,
+    map_to_pixel,
+    parse_crs,
+    pixel_to_map,
+    transform_geometries,
+    transform_xy,
+)
 from fastsam_geo.errors import CRSError
 
 

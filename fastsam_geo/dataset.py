@@ -1,0 +1,194 @@
+"""Training data: GeoTIFFs + footprint polygons -> an ultralytics YOLO-seg dataset.
+
+Tiles are cut with the same planner and reader as inference (same tile size, band choice
+and stretch), so the model trains on exactly what it will later see. Footprints are
+reprojected to each raster's CRS, clipped to each tile and written as normalised polygons;
+courtyards are kept by bridging each hole to its outer ring (YOLO-seg labels are single
+rings). The train/val split is spatial, never random pixels: whole rasters when there are
+several, else contiguous bands of tiles, and train tiles overlapping a val tile are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+import shapely.affinity
+from shapely.geometry import Polygon, box
+
+from .coords import crs_name, transform_geometries
+from .errors import InputError
+from .masks import intersect
+from .raster import TileReader, read_info
+from .tiling import plan_tiles
+from .types import Tile
+
+
+@dataclass
+class DatasetSummary:
+    """What :func:`build_dataset` wrote: counts per split and where the data came from."""
+
+    root: str
+    yaml: str
+    train_tiles: int = 0
+    val_tiles: int = 0
+    train_polygons: int = 0
+    val_polygons: int = 0
+    empty_tiles: int = 0
+    images: list[str] = field(default_factory=list)
+    val_images: list[str] = field(default_factory=list)
+
+
+def ring_with_holes(poly: Polygon) -> np.ndarray:
+    """One closed ring ``(N, 2)`` tracing ``poly``'s exterior and, through zero-width bridges,
+    each hole in reverse, so that an even-odd or non-zero fill of the ring leaves the holes open.
+    """
+    ext = np.asarray(poly.exterior.coords)[:-1]
+    ring = ext
+    for hole in poly.interiors:
+        h = np.asarray(hole.coords)[:-1]
+        d = ((ring[:, None, :] - h[None, :, :]) ** 2).sum(-1)
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        h = np.roll(h, -j, axis=0)
+        ring = np.concatenate([ring[:i + 1], h, h[:1], ring[i:]])
+    return ring
+
+
+def tile_labels(polys: Sequence[Polygon], tile: Tile, *, min_area_px: float = 4.0) -> list[np.ndarray]:
+    """Polygons (raster pixel coordinates) clipped to ``tile`` -> normalised rings for YOLO-seg."""
+    tb = box(tile.x, tile.y, tile.x + tile.width, tile.y + tile.height)
+    out = []
+    for p in polys:
+        clipped = p.intersection(tb)
+        parts = clipped.geoms if hasattr(clipped, "geoms") else [clipped]
+        for part in parts:
+            if not isinstance(part, Polygon) or part.area < min_area_px:
+                continue
+            ring = ring_with_holes(shapely.affinity.translate(part, -tile.x, -tile.y))
+            ring = ring / np.array([tile.width, tile.height], dtype=float)
+            out.append(np.clip(ring, 0.0, 1.0))
+    return out
+
+
+def load_labels(labels: gpd.GeoDataFrame | str | os.PathLike) -> gpd.GeoDataFrame:
+    """Footprints as polygons with invalid geometries repaired (``make_valid``)."""
+    from .io import read_vector
+
+    gdf = labels if isinstance(labels, gpd.GeoDataFrame) else read_vector(labels)
+    if len(gdf) == 0:
+        raise InputError("the labels contain no features")
+    if gdf.crs is None:
+        raise InputError("the labels have no CRS")
+    geoms = shapely.make_valid(gdf.geometry.values)
+    polys = []
+    for g in geoms:
+        parts = [g] if isinstance(g, Polygon) else \
+            [p for p in getattr(g, "geoms", []) if isinstance(p, Polygon)]
+        polys.extend(p for p in parts if not p.is_empty and p.area > 0)
+    if not polys:
+        raise InputError("the labels contain no polygons (building footprints must be polygons)")
+    return gpd.GeoDataFrame(geometry=polys, crs=gdf.crs)
+
+
+def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | os.PathLike,
+                  out: str | os.PathLike, *, tile_size: int = 1024, overlap: int = 128,
+                  bands: Sequence[int] | None = None, val_fraction: float = 0.15,
+                  keep_empty: float = 0.2, seed: int = 0, val_images: Sequence[str] | None = None,
+                  image_format: str = "png") -> DatasetSummary:
+    """Write a YOLO-seg dataset (``images/``, ``labels/``, ``data.yaml``) under ``out``.
+
+    ``val_images``: rasters to use whole as validation (default: chosen spatially). Tiles
+    without buildings are kept with probability ``keep_empty`` (background examples).
+    Raises :class:`InputError` when no label touches any raster.
+    """
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    for split in ("train", "val"):
+        (out / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+    gdf = load_labels(labels)
+    summary = DatasetSummary(root=str(out), yaml=str(out / "data.yaml"),
+                             images=[os.fspath(p) for p in images])
+    plans = []
+    for path in images:
+        info = read_info(path)
+        polys_map = transform_geometries(gdf.geometry.values, gdf.crs, info.crs) \
+            if gdf.crs != info.crs else gdf.geometry.values
+        inv = ~info.transform
+        px = [shapely.affinity.affine_transform(p, (inv.a, inv.b, inv.d, inv.e, inv.c, inv.f))
+              for p in polys_map]
+        frame = box(0, 0, info.width, info.height)
+        px = [p for p in px if p.intersects(frame)]
+        grid = plan_tiles(info.width, info.height, tile_size, overlap, info.transform)
+        plans.append((os.fspath(path), info, grid, px))
+    if not any(p[3] for p in plans):
+        raise InputError(f"no label polygon overlaps any of the {len(plans)} raster(s) "
+                         f"(labels in {crs_name(gdf.crs)}, bounds "
+                         f"{tuple(round(v, 6) for v in gdf.total_bounds)})")
+
+    val_set = _choose_val(plans, val_fraction, val_images)
+    summary.val_images = sorted({p for p, _ in val_set if isinstance(_, str)})
+    for k, (path, _, grid, px) in enumerate(plans):
+        tree = shapely.STRtree(px) if px else None
+        stem = f"{k:03d}_{Path(path).stem}"  # rasters in different folders may share a name
+        val_boxes = [t.box for t in grid if (path, (t.row, t.col)) in val_set or (path, "*") in val_set]
+        with TileReader(path, bands) as reader:
+            for t in grid:
+                is_val = (path, (t.row, t.col)) in val_set or (path, "*") in val_set
+                if not is_val and any(intersect(t.box, vb) for vb in val_boxes):
+                    continue  # would leak val pixels into training
+                hits = [px[i] for i in tree.query(box(*t.box))] if tree is not None else []
+                rings = tile_labels(hits, t)
+                if not rings:
+                    if rng.random() >= keep_empty:
+                        continue
+                    summary.empty_tiles += 1
+                image, valid = reader.read(t)
+                if not valid.any():
+                    continue
+                split = "val" if is_val else "train"
+                name = f"{stem}_r{t.row}_c{t.col}"
+                cv2.imwrite(str(out / "images" / split / f"{name}.{image_format}"), image[..., ::-1])
+                with open(out / "labels" / split / f"{name}.txt", "w") as f:
+                    for r in rings:
+                        f.write("0 " + " ".join(f"{v:.6f}" for v in r.ravel()) + "\n")
+                if split == "val":
+                    summary.val_tiles += 1
+                    summary.val_polygons += len(rings)
+                else:
+                    summary.train_tiles += 1
+                    summary.train_polygons += len(rings)
+    if summary.train_tiles == 0:
+        raise InputError("no training tiles with labels: the labels do not overlap the training rasters")
+    (out / "data.yaml").write_text(
+        f"path: {out.resolve()}\ntrain: images/train\nval: images/{'val' if summary.val_tiles else 'train'}\n"
+        "names:\n  0: building\n")
+    (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    return summary
+
+
+def _choose_val(plans, fraction, val_images) -> set:
+    """Spatial validation split: the named rasters whole, else the last band of tile columns
+    of each raster at least two tiles wide (single-tile rasters stay in training)."""
+    if val_images is not None:
+        names = {os.fspath(v) for v in val_images}
+        return {(p, "*") for p, *_ in plans if p in names}
+    if fraction <= 0:
+        return set()
+    chosen = set()
+    for path, _, grid, _ in plans:
+        n_val = round(grid.n_cols * fraction)
+        if n_val == 0 or n_val >= grid.n_cols:
+            continue
+        for t in grid:
+            if t.col >= grid.n_cols - n_val:
+                chosen.add((path, (t.row, t.col)))
+    return chosen

@@ -1,0 +1,76 @@
+"""Footprint metrics: greedy one-to-one matching by IoU (the SpaceNet / solaris rule).
+
+Pure functions over arrays of shapely geometries in one CRS. A prediction and a reference
+polygon match when their IoU is at least the threshold; pairs are taken greedily by
+decreasing IoU, each polygon used at most once. TP = matches, FP = unmatched predictions,
+FN = unmatched references.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import shapely
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """Counts and scores of one evaluation; ``pairs`` are ``(pred_index, gt_index, iou)``."""
+
+    tp: int
+    fp: int
+    fn: int
+    iou_threshold: float
+    mean_iou: float
+    pairs: tuple[tuple[int, int, float], ...] = ()
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("pairs")
+        d.update(precision=self.precision, recall=self.recall, f1=self.f1)
+        return d
+
+
+def match(pred: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> MatchResult:
+    """Greedy one-to-one matching of polygons ``pred`` (N,) against ``gt`` (M,) at IoU >= ``iou``.
+
+    Invalid geometries are repaired with ``make_valid`` first; empty ones never match.
+    """
+    if not 0 < iou <= 1:
+        raise ValueError(f"IoU threshold must be in (0, 1], got {iou}")
+    pred = shapely.make_valid(np.asarray(pred, dtype=object))
+    gt = shapely.make_valid(np.asarray(gt, dtype=object))
+    pairs = []
+    if len(pred) and len(gt):
+        tree = shapely.STRtree(gt)
+        pi, gi = tree.query(pred, predicate="intersects")
+        if len(pi):
+            inter = shapely.area(shapely.intersection(pred[pi], gt[gi]))
+            union = shapely.area(pred[pi]) + shapely.area(gt[gi]) - inter
+            ious = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+            ok = ious >= iou - 1e-12
+            cand = sorted(zip(ious[ok].tolist(), pi[ok].tolist(), gi[ok].tolist()), key=lambda c: -c[0])
+            used_p, used_g = set(), set()
+            for v, p, g in cand:
+                if p not in used_p and g not in used_g:
+                    used_p.add(p)
+                    used_g.add(g)
+                    pairs.append((p, g, v))
+    tp = len(pairs)
+    mean = float(np.mean([v for *_, v in pairs])) if pairs else 0.0
+    return MatchResult(tp=tp, fp=len(pred) - tp, fn=len(gt) - tp, iou_threshold=iou, mean_iou=mean,
+                       pairs=tuple(pairs))

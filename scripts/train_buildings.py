@@ -1,0 +1,120 @@
+"""Train (and score) the bundled building model: reproducible, offline, from ../shared/data/oam_osm.
+
+Leave-one-area-out:  python scripts/train_buildings.py --holdout aoi1_zanzibar_tanzania --out runs/loao_aoi1
+Shipped model:       python scripts/train_buildings.py --out runs/final \
+                         --export fastsam_geo/data/buildings-nano.pt
+
+Each run builds a YOLO-seg dataset with fastsam_geo.dataset (same tiling as inference), trains
+YOLOv8n-seg from scratch with ultralytics (no downloads), exports a slim fp16 checkpoint with
+its inference settings, and, with --holdout, segments the held-out area's mosaics through the
+real segment_raster pipeline and scores them with fastsam_geo.evaluate (partial buildings at the
+mosaic edge ignored), sweeping the confidence threshold. Results go to OUT/report.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+import geopandas as gpd
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared")) / "data" / "oam_osm"
+AREAS = sorted(p.name for p in DATA.iterdir()) if DATA.exists() else []
+AERIAL_AUG = dict(flipud=0.5, fliplr=0.5, degrees=10.0, scale=0.5, translate=0.1, mosaic=1.0,
+                  hsv_h=0.02, hsv_s=0.6, hsv_v=0.4)
+
+
+def score_area(model: Path, area: str, tile_size: int, confs: list[float]) -> dict:
+    """Segment both mosaics of ``area`` at the lowest conf, then score each threshold."""
+    from fastsam_geo import segment_raster
+    from fastsam_geo.api import evaluate
+    from fastsam_geo.engine import FastSAMSegmenter
+
+    seg = FastSAMSegmenter(model, conf=min(confs))
+    rows = {c: [0, 0, 0] for c in confs}
+    seconds = 0.0
+    for s in "ab":
+        t0 = time.perf_counter()
+        pred = segment_raster(DATA / area / f"mosaic_z20_{s}.tif", segmenter=seg, tile_size=tile_size)
+        seconds += time.perf_counter() - t0
+        gt = gpd.read_file(DATA / area / f"mosaic_z20_{s}_labels.geojson")
+        for c in confs:
+            r = evaluate(pred[pred.score >= c], gt, iou=0.5, ignore_partial=True)
+            rows[c][0] += r.tp
+            rows[c][1] += r.fp
+            rows[c][2] += r.fn
+    out = {}
+    for c, (tp, fp, fn) in rows.items():
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        out[f"{c:g}"] = dict(tp=tp, fp=fp, fn=fn, precision=round(p, 4), recall=round(r, 4),
+                             f1=round(2 * p * r / (p + r), 4) if p + r else 0.0)
+    out["segment_seconds"] = round(seconds, 1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--holdout", default=None, help="area left out of training and scored")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--imgsz", type=int, default=512)
+    ap.add_argument("--tile-size", type=int, default=1024)
+    ap.add_argument("--overlap", type=int, default=512, help="training tile overlap (more = more crops)")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--base", default="yolov8n-seg.yaml")
+    ap.add_argument("--aug", choices=["default", "aerial"], default="aerial")
+    ap.add_argument("--conf", type=float, default=0.25, help="confidence written into the model card")
+    ap.add_argument("--iou", type=float, default=0.6, help="NMS IoU written into the model card")
+    ap.add_argument("--export", type=Path, default=None, help="also copy the model here")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-fraction", type=float, default=0.0,
+                    help="spatial val split inside the training areas (0: validate on train; the "
+                         "held-out area is the real test)")
+    ap.add_argument("--score-only", action="store_true", help="reuse OUT/model.pt, only score")
+    args = ap.parse_args()
+
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
+    from fastsam_geo.dataset import build_dataset
+    from fastsam_geo.engine import export_checkpoint, train_yolo
+
+    train_areas = [a for a in AREAS if a != args.holdout]
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = args.out / "model.pt"
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "train_areas": train_areas}
+    if not args.score_only:
+        images = [DATA / a / f"mosaic_z20_{s}.tif" for a in train_areas for s in "ab"]
+        frames = [gpd.read_file(DATA / a / "labels_osm.geojson") for a in train_areas]
+        labels = gpd.GeoDataFrame(pd.concat(frames), crs=4326)
+        t0 = time.perf_counter()
+        summary = build_dataset(images, labels, args.out / "dataset", tile_size=args.tile_size,
+                                overlap=args.overlap, val_fraction=args.val_fraction, keep_empty=0.3,
+                                seed=args.seed)
+        report["dataset"] = {k: v for k, v in vars(summary).items() if k != "images"}
+        hyp = AERIAL_AUG if args.aug == "aerial" else {}
+        best = train_yolo(summary.yaml, args.out / "yolo", base=args.base, epochs=args.epochs,
+                          imgsz=args.imgsz, batch=args.batch, seed=args.seed, **hyp)
+        report["train_minutes"] = round((time.perf_counter() - t0) / 60, 1)
+        export_checkpoint(best, model, name="buildings-nano", arch="yolov8n-seg", imgsz=args.imgsz,
+                          tile_size=args.tile_size, conf=args.conf, iou=args.iou, classes=["building"],
+                          epochs=args.epochs, train_areas=train_areas, holdout=args.holdout)
+    if args.holdout:
+        confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
+        report["holdout"] = {args.holdout: score_area(model, args.holdout, args.tile_size, confs)}
+    prev = json.loads((args.out / "report.json").read_text()) if (args.out / "report.json").exists() else {}
+    prev.update(report)
+    (args.out / "report.json").write_text(json.dumps(prev, indent=2))
+    print(json.dumps(report.get("holdout", {}), indent=1))
+    if args.export:
+        args.export.write_bytes(model.read_bytes())
+
+
+if __name__ == "__main__":
+    main()

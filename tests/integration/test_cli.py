@@ -1,0 +1,145 @@
+"""The CLI through click's runner and as a real subprocess, good runs and bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from fastsam_geo.cli import main
+from fastsam_geo.synthetic import make_scene, write_scene
+
+FAKE = "fastsam_geo.synthetic:ColourSegmenter"
+
+
+@pytest.fixture(scope="module")
+def scene_tif(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    scene = make_scene(600, 520, seed=9, cell=64, big=(150, 120, 420, 400))
+    return scene, Path(write_scene(scene, d / "scene.tif"))
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def run_proc(*args, cwd=None):
+    exe = Path(sys.executable).with_name("fastsam-geo")
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("ext", [".gpkg", ".parquet", ".geojson", ".fgb"])
+def test_segment_writes_every_format(scene_tif, tmp_path, ext):
+    scene, tif = scene_tif
+    out = tmp_path / f"out{ext}"
+    r = run_cli("segment", tif, "-o", out, "--model", FAKE, "--tile-size", 256, "--overlap", 32, "-q")
+    assert r.exit_code == 0, r.output
+    gdf = gpd.read_parquet(out) if ext == ".parquet" else gpd.read_file(out)
+    assert len(gdf) == len(scene.footprints)
+    assert gdf.crs == scene.crs
+    assert {"score", "area_m2"} <= set(gdf.columns)
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_segment_as_a_real_subprocess_with_progress(scene_tif, tmp_path):
+    scene, tif = scene_tif
+    out = tmp_path / "out.gpkg"
+    r = run_proc("segment", tif, "-o", out, "--model", FAKE, "--tile-size", 256, "--overlap", 32)
+    assert r.returncode == 0, r.stderr
+    assert "segmenting" in r.stderr and "tile" in r.stderr  # tqdm bar on stderr
+    assert f"{len(scene.footprints)} objects" in r.stderr
+    assert len(gpd.read_file(out)) == len(scene.footprints)
+
+
+def test_info_text_and_json(scene_tif):
+    _, tif = scene_tif
+    r = run_cli("info", tif, "--tile-size", 256, "--overlap", 32)
+    assert r.exit_code == 0 and "EPSG:32633" in r.output and "tiles" in r.output
+    rec = json.loads(run_cli("info", tif, "--json", "--tile-size", 256, "--overlap", 32).output)
+    assert rec["width"] == 600 and rec["tiles"]["count"] == 9 and rec["dtype"] == "uint8"
+
+
+def test_rio_plugin_is_registered():
+    from importlib.metadata import entry_points
+    eps = {ep.name: ep.value for ep in entry_points(group="rasterio.rio_plugins")}
+    assert eps.get("fastsam") == "fastsam_geo.cli:main"
+    rio = Path(sys.executable).with_name("rio")
+    r = subprocess.run([str(rio), "fastsam", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "segment" in r.stdout
+
+
+# -- bad input: one line, exit 2, no traceback, no output file ------------------------------
+
+def _not_georeferenced(d):
+    p = d / "plain.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8") as dst:
+        dst.write(np.zeros((3, 64, 64), np.uint8))
+    return p
+
+
+def _corrupt(d, tif):
+    p = d / "corrupt.tif"
+    data = tif.read_bytes()
+    p.write_bytes(data[: len(data) // 3])  # header intact, pixel data truncated
+    return p
+
+
+def _all_nodata(d):
+    scene = make_scene(200, 200, nodata=((0, 0, 200, 200),))
+    return Path(write_scene(scene, d / "nodata.tif"))
+
+
+BAD = {
+    "missing file": (lambda d, t: (d / "nope.tif", "out.gpkg", ()), "no such file"),
+    "not a raster": (lambda d, t: ((d / "notes.txt").write_text("hello") and d / "notes.txt", "out.gpkg", ()),
+                     "not a raster"),
+    "not georeferenced": (lambda d, t: (_not_georeferenced(d), "out.gpkg", ()), "no georeference"),
+    "corrupt pixels": (lambda d, t: (_corrupt(d, t), "out.gpkg", ("--tile-size", 256, "--overlap", 32)),
+                       "failed to read|not a raster"),
+    "unsupported output": (lambda d, t: (t, "out.shp", ()), "unsupported output format"),
+    "missing output folder": (lambda d, t: (t, "missing/out.gpkg", ()), "does not exist"),
+    "overlap >= tile size": (lambda d, t: (t, "out.gpkg", ("--tile-size", 256, "--overlap", 256)),
+                             "must be smaller than the tile size"),
+    "all nodata": (lambda d, t: (_all_nodata(d), "out.gpkg", ()), "every pixel is nodata"),
+    "bad bands": (lambda d, t: (t, "out.gpkg", ("--bands", "1,2,9")), "band 9 does not exist"),
+    "missing weights": (lambda d, t: (t, "out.gpkg", ("--model", "FastSAM-x.pt")),
+                        "FastSAM-x.pt not found and never downloaded"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_one_line_exit_2_and_no_output(scene_tif, tmp_path, case):
+    make, expected = BAD[case]
+    raster, out, extra = make(tmp_path, scene_tif[1])
+    out = tmp_path / out
+    args = ["segment", raster, "-o", out, *extra]
+    if "--model" not in extra:
+        args += ["--model", FAKE]
+    r = CliRunner().invoke(main, [str(a) for a in args])
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
+    err = [ln for ln in lines if ln.startswith("Error:")]
+    assert len(err) == 1 and "Traceback" not in r.output, r.output
+    import re
+    assert re.search(expected, err[0]), err[0]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_bad_input_as_subprocess_has_no_traceback(tmp_path):
+    r = run_proc("segment", tmp_path / "nope.tif", "-o", tmp_path / "x.gpkg", "--model", FAKE)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"Error: {tmp_path / 'nope.tif'}: no such file"
+
+
+def test_no_model_asks_for_one(scene_tif, tmp_path):
+    r = CliRunner().invoke(main, ["segment", str(scene_tif[1]), "-o", str(tmp_path / "o.gpkg")])
+    assert r.exit_code == 2 and "model" in r.output.lower()

@@ -1,0 +1,104 @@
+"""The real loading and inference path, on a FastSAM-s-architecture model with random weights."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastsam_geo.engine import FastSAMSegmenter, make_untrained_checkpoint, resolve_weights
+from fastsam_geo.errors import ModelError, WeightsNotFoundError
+from fastsam_geo.types import Instances
+
+
+@pytest.fixture(scope="module")
+def seg(untrained_fastsam_s):
+    return FastSAMSegmenter(untrained_fastsam_s, device="cpu", conf=0.3, iou=0.7, max_det=40)
+
+
+def test_loads_and_returns_native_resolution_instances(seg, rng):
+    assert seg.imgsz == 256 and seg.device == "cpu"
+    imgs = [rng.integers(0, 255, (256, 256, 3), np.uint8), rng.integers(0, 255, (300, 180, 3), np.uint8)]
+    out = seg(imgs)
+    assert len(out) == 2 and all(isinstance(o, Instances) for o in out)
+    assert out[1].shape == (300, 180)
+    for inst in out:
+        assert 0 < len(inst) <= 40
+        h, w = inst.shape
+        for (x0, y0, x1, y1), crop in zip(inst.boxes, inst.crops):
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert crop.shape == (y1 - y0, x1 - x0) and crop.dtype == bool
+        assert (np.diff(inst.scores) <= 1e-6).all()  # sorted by score
+        assert (inst.scores > 0.3).all()
+
+
+def test_masks_agree_with_ultralytics_own_pipeline(untrained_fastsam_s, rng):
+    """Our lean post-processing reproduces ultralytics' retina masks (same detections, same pixels)."""
+    from ultralytics import YOLO
+
+    img = rng.integers(0, 255, (512, 512, 3), np.uint8)  # resized 2x down to imgsz 256
+    ours = FastSAMSegmenter(untrained_fastsam_s, device="cpu", conf=0.3, iou=0.7, max_det=20)([img])[0]
+    ref = YOLO(str(untrained_fastsam_s), task="segment").predict(
+        img[..., ::-1].copy(), imgsz=256, conf=0.3, iou=0.7, max_det=20, retina_masks=True, verbose=False)[0]
+    ref_masks = ref.masks.data.cpu().numpy().astype(bool)
+    ref_boxes = ref.boxes.xyxy.cpu().numpy()
+    assert len(ours) == len(ref_masks) > 0
+    dense = ours.dense().masks
+    ious = []
+    for k in range(len(ours)):
+        # same detection order (by score); box within a pixel of ultralytics'
+        assert np.abs(ours.boxes[k] - ref_boxes[k]).max() <= 1.5
+        inter = (dense[k] & ref_masks[k]).sum()
+        union = (dense[k] | ref_masks[k]).sum()
+        ious.append(inter / union if union else 1.0)
+    assert np.mean(ious) > 0.97 and min(ious) > 0.9, ious
+
+
+def test_missing_weights_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTSAM_GEO_WEIGHTS", str(tmp_path))
+    with pytest.raises(WeightsNotFoundError, match=r"FastSAM-s.pt not found .* put it in " + str(tmp_path)):
+        resolve_weights("FastSAM-s.pt")
+    with pytest.raises(WeightsNotFoundError, match="no such file"):
+        resolve_weights(tmp_path / "sub" / "model.pt")
+
+
+def test_weights_found_by_name_in_the_weights_folder(tmp_path, monkeypatch, untrained_fastsam_s):
+    (tmp_path / "FastSAM-s.pt").write_bytes(untrained_fastsam_s.read_bytes())
+    monkeypatch.setenv("FASTSAM_GEO_WEIGHTS", str(tmp_path))
+    assert resolve_weights("FastSAM-s.pt") == tmp_path / "FastSAM-s.pt"
+
+
+def test_corrupt_and_wrong_kind_of_weights(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot load model weights"):
+        FastSAMSegmenter(bad, device="cpu")
+    from ultralytics.nn.tasks import DetectionModel
+    det = tmp_path / "det.pt"
+    torch.save({"model": DetectionModel("yolov8n.yaml", nc=1, verbose=False), "train_args": {}}, det)
+    with pytest.raises(ModelError, match="not a segmentation model"):
+        FastSAMSegmenter(det, device="cpu")
+
+
+def test_unavailable_device_is_a_clear_error(untrained_fastsam_s):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ModelError, match="CUDA is not available"):
+        FastSAMSegmenter(untrained_fastsam_s, device="cuda")
+
+
+def test_checkpoint_metadata_sets_inference_defaults(tmp_path):
+    p = make_untrained_checkpoint(tmp_path / "m.pt", arch="n", imgsz=320, conf=0.2, iou=0.55)
+    s = FastSAMSegmenter(p, device="cpu")
+    assert (s.imgsz, s.conf, s.iou) == (320, 0.2, 0.55)
+    assert FastSAMSegmenter(p, device="cpu", conf=0.5).conf == 0.5
+
+
+def test_pipeline_runs_on_the_real_engine(tmp_path, untrained_fastsam_s):
+    from fastsam_geo import segment_raster
+    from fastsam_geo.synthetic import make_scene, write_scene
+
+    tif = write_scene(make_scene(400, 300, seed=1), tmp_path / "s.tif")
+    seg = FastSAMSegmenter(untrained_fastsam_s, device="cpu", conf=0.3, max_det=10)
+    gdf = segment_raster(tif, segmenter=seg, tile_size=256, overlap=32)
+    assert len(gdf) > 0 and gdf.crs.to_epsg() == 32633
+    minx, _, maxx, _ = gdf.total_bounds
+    assert 500000 <= minx and maxx <= 500000 + 400 * 0.3 + 1e-6
