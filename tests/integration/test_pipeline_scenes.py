@@ -154,3 +154,28 @@ def test_progress_reports_and_cancels(tmp_path):
         segment_raster(path, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP,
                        progress=lambda p: False, output=out)
     assert not out.exists()
+
+
+def test_float_imagery_with_nan_and_an_internal_mask(tmp_path):
+    """Float32 data: NaN pixels and pixels under the GDAL mask band are both invalid."""
+    import numpy as np
+    from rasterio.windows import Window
+
+    scene = scene_for("utm", seed=8)
+    src_tif = write_scene(scene, tmp_path / "rgb.tif", nodata=None)
+    out = tmp_path / "float.tif"
+    with rasterio.open(src_tif) as src, rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        prof = src.profile | dict(dtype="float32", nodata=None)
+        data = src.read().astype("float32") / 255.0
+        data[:, :, 600:610] = np.nan  # NaN columns
+        with rasterio.open(out, "w", **prof) as dst:
+            dst.write(data)
+            mask = np.full((scene.height, scene.width), 255, np.uint8)
+            mask[:, 610:618] = 0  # masked columns
+            dst.write_mask(mask)
+    with TileReader(out, stretch="none") as reader:
+        img, valid = reader.read(plan_tiles(740, 620, 1024, 0).tiles[0])
+    assert not valid[:, 600:618].any() and valid[:, :600].all()
+    assert (img[:, 600:618] == 0).all()
+    with rasterio.open(out) as ds:
+        assert ds.read(1, window=Window(0, 0, 2, 2)).dtype == np.float32
