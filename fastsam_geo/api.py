@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import geopandas as gpd
 import numpy as np
+import shapely
 
 from . import io
-from .coords import geodesic_areas
+from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
 from .errors import EmptyResultWarning, InputError, ModelError, RasterError
 from .pipeline import RunStats, SegmentFn, VectorOptions, run
 from .raster import TileReader, read_info
@@ -76,6 +77,8 @@ def segment_raster(
     device: str = "auto",
     min_area: int = 16,
     simplify: float = 0.0,
+    bbox: tuple[float, float, float, float] | None = None,
+    bbox_crs: object = None,
     output: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     stats: RunStats | None = None,
@@ -96,6 +99,8 @@ def segment_raster(
     stretch: ``"auto"`` (one 2-98 % percentile stretch per raster unless the data are
         uint8), ``"percentile"`` or ``"none"``.
     min_area: drop masks of fewer pixels. ``simplify``: outline tolerance in pixels.
+    bbox: only segment this ``(xmin, ymin, xmax, ymax)`` area, in ``bbox_crs`` (default: the
+        raster's CRS); only the tiles it touches are read, and objects touching it returned.
     output: also write the result there (.gpkg, .parquet, .geojson, .fgb); the path is
         checked before any work, and written atomically.
     progress: called with :class:`~fastsam_geo.types.Progress` after each batch; return
@@ -111,6 +116,9 @@ def segment_raster(
         io.check_output(output)
     info = read_info(path)
     grid = plan_tiles(info.width, info.height, tile_size, overlap, info.transform)
+    tiles, area, region = None, None, None
+    if bbox is not None:
+        tiles, area, region = _tiles_in_bbox(grid, info, bbox, bbox_crs)
     reader = TileReader(path, bands, stretch=stretch)
     seg = load_segmenter(segmenter, device=device)
     bs = batch_size or getattr(seg, "batch_size", None) or 4
@@ -118,12 +126,17 @@ def segment_raster(
     geoms: list = []
     scores: list[float] = []
     with reader:
-        for g, s in run(reader, grid, seg, batch_size=bs, progress=progress, stats=stats,
-                        options=VectorOptions(min_area=min_area, simplify=simplify)):
+        for g, s in run(reader, grid, seg, batch_size=bs, progress=progress, stats=stats, tiles=tiles,
+                        region=region, options=VectorOptions(min_area=min_area, simplify=simplify)):
             geoms.extend(g)
             scores.extend(s)
-    if stats.tiles_skipped == len(grid):
-        raise RasterError(f"{path}: every pixel is nodata or masked; nothing to segment")
+    if stats.tiles_skipped == stats.tiles:
+        raise RasterError(f"{path}: every pixel {'in the bbox ' if area else ''}is nodata or masked; "
+                          "nothing to segment")
+    if area is not None and geoms:
+        keep = shapely.intersects(np.asarray(geoms, dtype=object), area)
+        geoms = [g for g, k in zip(geoms, keep) if k]
+        scores = [s for s, k in zip(scores, keep) if k]
     gdf = to_frame(geoms, scores, info)
     if len(gdf) == 0:
         warnings.warn(f"{path}: no objects found; the result is an empty layer",
@@ -131,6 +144,20 @@ def segment_raster(
     if output is not None:
         io.write(gdf, output)
     return gdf
+
+
+def _tiles_in_bbox(grid, info: RasterInfo, bbox, bbox_crs):
+    """The tiles touching a map bbox, and the bbox as a polygon in the raster CRS."""
+    src_crs = info.crs if bbox_crs is None else parse_crs(bbox_crs)
+    try:
+        pix, area = bbox_to_pixels(bbox, src_crs, info.crs, info.transform, info.width, info.height)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if pix is None:
+        b = ", ".join(f"{v:.6g}" for v in info.bounds)
+        raise InputError(f"bbox {tuple(bbox)} ({crs_name(src_crs)}) lies outside the raster "
+                         f"(bounds {b} in {crs_name(info.crs)})")
+    return list(grid.intersecting(pix)), area, pix
 
 
 def to_frame(geoms: list, scores: list[float], info: RasterInfo) -> gpd.GeoDataFrame:

@@ -116,3 +116,23 @@ def crs_name(crs: CRS) -> str:
     """Short human name of a CRS: ``EPSG:32616`` when it has a code, else its name."""
     auth = crs.to_authority(min_confidence=90)
     return f"{auth[0]}:{auth[1]}" if auth else crs.name
+
+
+def bbox_to_pixels(bbox: tuple[float, float, float, float], bbox_crs: CRS, crs: CRS, transform: Affine,
+                   width: int, height: int) -> tuple[tuple[int, int, int, int] | None, shapely.Geometry]:
+    """A map box in ``bbox_crs`` -> the raster-pixel box ``(x0, y0, x1, y1)`` covering it, clipped
+    to the raster (None when it misses the raster), and the box as a polygon in ``crs``.
+
+    The box's edges are densified before reprojection, so curved edges in the raster CRS are
+    covered.
+    """
+    xmin, ymin, xmax, ymax = map(float, bbox)
+    if not (xmin < xmax and ymin < ymax):
+        raise ValueError(f"bbox must be (xmin, ymin, xmax, ymax) with min < max, got {bbox}")
+    poly = shapely.segmentize(shapely.box(xmin, ymin, xmax, ymax), max(xmax - xmin, ymax - ymin) / 32)
+    poly = transform_geometries(np.array([poly]), bbox_crs, crs)[0]
+    ring = np.asarray(poly.exterior.coords)
+    cols, rows = map_to_pixel(ring[:, 0], ring[:, 1], transform)
+    x0, x1 = max(0, int(np.floor(cols.min()))), min(width, int(np.ceil(cols.max())))
+    y0, y1 = max(0, int(np.floor(rows.min()))), min(height, int(np.ceil(rows.max())))
+    return ((x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None), poly

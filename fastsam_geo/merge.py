@@ -109,6 +109,24 @@ class SeamMerger:
             self._check(root, out)
         return out
 
+    def awaited(self, region: Box | None = None) -> set[int]:
+        """Indexes of unprocessed tiles that held groups wait on (to finish them whole).
+
+        With ``region`` (raster pixels), only groups whose box touches it count: the tiles
+        needed to complete the objects in a region of interest.
+        """
+        out = set()
+        for ti, groups in self._waiting.items():
+            if ti in self._processed:
+                continue
+            for g in groups:
+                if g in self._parent:
+                    root = self._find(g)
+                    if root in self._gbox and (region is None or intersect(self._gbox[root], region)):
+                        out.add(ti)
+                        break
+        return out
+
     def flush(self) -> list[MergedObject]:
         """Emit every group still held (call once all tiles are added, or to cut a run short)."""
         out: list[MergedObject] = []

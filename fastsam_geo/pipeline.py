@@ -88,21 +88,25 @@ def segment_tiles(segmenter: SegmentFn, images: list[np.ndarray]) -> list[MaskSe
 def run(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, batch_size: int = 4,
         options: VectorOptions = VectorOptions(), progress: ProgressCallback | None = None,
         merger: SeamMerger | None = None, stats: RunStats | None = None,
-        tiles: Sequence[Tile] | None = None) -> Iterator[tuple[list, list[float]]]:
+        tiles: Sequence[Tile] | None = None,
+        region: tuple[int, int, int, int] | None = None) -> Iterator[tuple[list, list[float]]]:
     """Segment ``tiles`` (default: the whole grid) and yield ``(geometries, scores)`` batches.
 
     Geometries are in the raster's CRS. Objects cut by seams are merged across tiles;
-    each is yielded once, as soon as every tile it touches has been processed.
-    ``progress`` is called after each batch; if it returns False the run stops with
-    :class:`~fastsam_geo.errors.Cancelled`.
+    each is yielded once, as soon as every tile it touches has been processed. When only
+    some ``tiles`` are asked for, the neighbours needed to finish the objects that reach
+    into ``region`` (raster pixels; default the asked tiles) are segmented too, so those
+    objects come out whole. ``progress`` is called after each batch; if it returns False
+    the run stops with :class:`~fastsam_geo.errors.Cancelled`.
     """
     stats = stats if stats is not None else RunStats()
     merger = merger or SeamMerger(grid)
     todo = list(grid) if tiles is None else list(tiles)
+    if region is None and tiles is not None and todo:
+        region = (min(t.x for t in todo), min(t.y for t in todo),
+                  max(t.x + t.width for t in todo), max(t.y + t.height for t in todo))
     transform = reader.info.transform
-    total = len(todo)
-    done = 0
-    skipped: list[Tile] = []
+    total, done = len(todo), 0
 
     def emit(objects: list) -> tuple[list, list[float]]:
         geoms, scores = objects_to_records(objects, transform, min_component=options.min_component,
@@ -110,33 +114,42 @@ def run(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, batch_size:
         stats.objects += len(geoms)
         return geoms, scores
 
-    for batch_tiles, images, valids in iter_batches(reader, todo, batch_size, stats, skipped):
-        t0 = time.perf_counter()
-        results = segment_tiles(segmenter, images)
-        t1 = time.perf_counter()
-        stats.segment_seconds += t1 - t0
-        objects = []
-        for tile in skipped:
-            objects.extend(merger.add(tile, Instances.empty((tile.height, tile.width))))
-        done += len(skipped)
+    def add_empty(skipped: list[Tile]) -> list:
+        objs = [o for t in skipped for o in merger.add(t, Instances.empty((t.height, t.width)))]
         skipped.clear()
-        for tile, result, valid in zip(batch_tiles, results, valids):
-            inst = to_instances(result, (tile.height, tile.width), valid, min_area=options.min_area)
-            stats.instances += len(inst)
-            objects.extend(merger.add(tile, inst))
-        done += len(batch_tiles)
-        stats.tiles = done
-        out = emit(objects)
-        stats.post_seconds += time.perf_counter() - t1
+        return objs
+
+    while todo:
+        skipped: list[Tile] = []
+        for batch_tiles, images, valids in iter_batches(reader, todo, batch_size, stats, skipped):
+            t0 = time.perf_counter()
+            results = segment_tiles(segmenter, images)
+            t1 = time.perf_counter()
+            stats.segment_seconds += t1 - t0
+            done += len(skipped)
+            objects = add_empty(skipped)
+            for tile, result, valid in zip(batch_tiles, results, valids):
+                inst = to_instances(result, (tile.height, tile.width), valid, min_area=options.min_area)
+                stats.instances += len(inst)
+                objects.extend(merger.add(tile, inst))
+            done += len(batch_tiles)
+            stats.tiles = done
+            out = emit(objects)
+            stats.post_seconds += time.perf_counter() - t1
+            if out[0]:
+                yield out
+            if progress is not None and progress(Progress(done, total, stats.objects)) is False:
+                raise Cancelled("cancelled")
+        done += len(skipped)
+        out = emit(add_empty(skipped))
         if out[0]:
             yield out
-        if progress is not None and progress(Progress(done, total, stats.objects)) is False:
-            raise Cancelled("cancelled")
-    objects = [o for t in skipped for o in merger.add(t, Instances.empty((t.height, t.width)))]
-    done += len(skipped)
+        # objects reaching beyond the asked tiles: segment the tiles needed to finish them
+        todo = [grid.tiles[i] for i in sorted(merger.awaited(region))] if tiles is not None else []
+        total += len(todo)
+        stats.extra["expanded_tiles"] = stats.extra.get("expanded_tiles", 0) + len(todo)
     stats.tiles = done
-    objects.extend(merger.flush())
-    out = emit(objects)
+    out = emit(merger.flush())
     if out[0]:
         yield out
     if progress is not None:

@@ -179,3 +179,36 @@ def test_float_imagery_with_nan_and_an_internal_mask(tmp_path):
     assert (img[:, 600:618] == 0).all()
     with rasterio.open(out) as ds:
         assert ds.read(1, window=Window(0, 0, 2, 2)).dtype == np.float32
+
+
+def test_bbox_segments_only_the_tiles_it_touches(tmp_path):
+    from fastsam_geo.errors import InputError
+
+    scene = scene_for("utm")
+    path = write_scene(scene, tmp_path / "scene.tif")
+    t = scene.transform
+    # a box over pixels 20..120 x 20..100, given in lon/lat
+    from fastsam_geo.coords import parse_crs, transform_xy
+    (x0, x1), (y1, y0) = zip(t @ (20, 20), t @ (120, 100))
+    lon, lat = transform_xy([x0, x1], [y0, y1], scene.crs, parse_crs(4326))
+    seg = ColourSegmenter()
+    stats = RunStats()
+    gdf = segment_raster(path, segmenter=seg, tile_size=TILE, overlap=OVERLAP, stats=stats,
+                         bbox=(lon[0], lat[0], lon[1], lat[1]), bbox_crs="EPSG:4326")
+    # the box lies in tile (0, 0); only neighbours needed to finish objects reaching out of it
+    # are read too, never the whole raster
+    assert seg.calls == 1 + stats.extra["expanded_tiles"] < len(plan_tiles(740, 620, TILE, OVERLAP))
+    from shapely.geometry import box
+    area = box(x0, y0, x1, y1)
+    truth = [p for p in scene.truth_map() if p.intersects(area)]
+    counts, ious = match_truth(list(gdf.geometry), truth)
+    # whole objects, not cut at the tile edge
+    assert len(gdf) == len(truth) > 0 and set(counts) == {1} and min(ious) > 0.9
+
+    # a box on the big building (larger than a tile) returns it whole
+    bx, by = t @ (300, 300)
+    big = segment_raster(path, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP,
+                         bbox=(bx, by, bx + 1, by + 1))
+    assert len(big) == 1 and big.geometry[0].symmetric_difference(scene.truth_map()[0]).area < 1e-6
+    with pytest.raises(InputError, match="outside the raster"):
+        segment_raster(path, segmenter=seg, bbox=(0, 0, 1, 1))
