@@ -13,6 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "segment_raster": "api",
+    "evaluate": "api",
+    "train": "training",
     "raster_info": "api",
     "load_segmenter": "api",
     "MaskSet": "types",
@@ -28,16 +30,17 @@ _EXPORTS = {
 }
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
-    "segment_raster", "raster_info", "load_segmenter", "plan_tiles",
+    "segment_raster", "evaluate", "train", "raster_info", "load_segmenter", "plan_tiles",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
     "FastSAMGeoError", "EmptyResultWarning",
 ]
 
 if TYPE_CHECKING:
-    from .api import load_segmenter, raster_info, segment_raster
+    from .api import evaluate, load_segmenter, raster_info, segment_raster
     from .engine import FastSAMSegmenter
     from .errors import EmptyResultWarning, FastSAMGeoError
     from .tiling import plan_tiles
+    from .training import train
     from .types import Instances, MaskSet, Progress, RasterInfo, Segmenter, Tile
 
 

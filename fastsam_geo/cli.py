@@ -99,7 +99,7 @@ def main(debug: bool) -> None:
 @click.argument("raster", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output vector file: .gpkg, .parquet (GeoParquet), .geojson or .fgb.")
-@click.option("-m", "--model", default=None,
+@click.option("-m", "--model", default=None, show_default="bundled buildings-nano",
               help="Weights (FastSAM-s.pt, FastSAM-x.pt, a YOLOv8-seg .pt path) or a segmenter factory "
                    "as package.module:function.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
@@ -117,22 +117,48 @@ def main(debug: bool) -> None:
               help="Drop masks under this many pixels.")
 @click.option("--simplify", type=float, default=0.0, show_default=True,
               help="Simplify outlines with this tolerance, in pixels.")
+@click.option("--point", "points", multiple=True, metavar="X,Y[,LABEL]",
+              help="Select the object at this point (label 0: remove objects there). Repeatable.")
+@click.option("--box", "boxes", multiple=True, metavar="XMIN,YMIN,XMAX,YMAX",
+              help="Select the object best matching this box. Repeatable.")
+@click.option("--prompt-crs", default=None, help="CRS of --point/--box (default: the raster's), e.g. EPSG:4326.")
+@click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Vector file of prompts: points are clicks, polygons are boxes; 'label'/'group' columns.")
+@click.option("--text", "texts", multiple=True, help="Select the object best matching this text (needs [text]).")
+@click.option("--clip", default=None, help="CLIP for --text: MODEL:WEIGHTS, e.g. ViT-B-32:/path/weights.bin.")
+@click.option("--bbox", default=None, metavar="XMIN,YMIN,XMAX,YMAX",
+              help="Only segment this area (in --prompt-crs, default the raster's CRS).")
+@click.option("--cache", default=None, metavar="DIR|auto",
+              help="Keep per-tile results there for later runs and prompts (auto: user cache folder).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
 def segment(raster, output, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou,
-            imgsz, min_area, simplify, quiet):
-    """Segment every object in RASTER and write the polygons to OUTPUT."""
+            imgsz, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, quiet):
+    """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import load_segmenter, raster_info, segment_raster
-    from .io import check_output
+    from .io import check_output, read_prompts
     from .pipeline import RunStats
+    from .prompts import TextPrompt, parse_box, parse_point
     from .tiling import plan_tiles
 
     check_output(output)
+    if prompt_crs is not None:
+        from .coords import parse_crs
+
+        parse_crs(prompt_crs)  # fail early, one line
+    prompts = [parse_point(p, prompt_crs) for p in points] + [parse_box(b, prompt_crs) for b in boxes]
+    if prompts_file is not None:
+        prompts += read_prompts(prompts_file)
+    prompts += [TextPrompt(t) for t in texts]
+    area = None
+    if bbox is not None:
+        box = parse_box(bbox, prompt_crs)
+        area = (box.xmin, box.ymin, box.xmax, box.ymax)
     info = raster_info(raster)
     n_tiles = len(plan_tiles(info.width, info.height, tile_size, overlap))
     engine_args = dict(conf=conf, iou=iou, imgsz=imgsz, batch_size=batch_size)
     engine_args = {k: v for k, v in engine_args.items() if v is not None}
-    seg = load_segmenter(model, device=device, **engine_args)
+    seg = model if cache is not None and not engine_args else load_segmenter(model, device=device, **engine_args)
     bar = TqdmProgress(n_tiles, quiet)
     stats = RunStats()
     t0 = time.perf_counter()
@@ -140,12 +166,14 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
         gdf = segment_raster(raster, segmenter=seg, tile_size=tile_size, overlap=overlap,
                              bands=_int_list(bands, "--bands"), stretch=stretch, batch_size=batch_size,
                              min_area=min_area, simplify=simplify, output=output, progress=bar,
-                             stats=stats)
+                             stats=stats, prompts=prompts or None, bbox=area, bbox_crs=prompt_crs,
+                             cache=cache, text_embedder=clip, device=device)
     finally:
         bar.close()
     if not quiet:
-        click.echo(f"{len(gdf)} objects from {stats.tiles} tiles ({stats.tiles_skipped} empty) in "
-                   f"{time.perf_counter() - t0:.1f} s -> {output}", err=True)
+        what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects" if prompts else f"{len(gdf)} objects"
+        click.echo(f"{what} from {stats.tiles} tiles ({stats.tiles_cached} cached, {stats.tiles_skipped} empty) "
+                   f"in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
 
 
 @main.command()
@@ -179,6 +207,78 @@ def info(raster, tile_size, overlap, as_json):
             value = (f"{value['count']} ({value['rows']} x {value['cols']}) of {tile_size} px, "
                      f"overlap {overlap}")
         click.echo(f"{key:>12}: {value}")
+
+
+@main.command()
+@click.option("-o", "--output", default="sample_buildings.gpkg", show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="Where to write the buildings.")
+@click.option("--device", default="auto", show_default=True)
+@handle_errors
+def demo(output, device):
+    """Segment the bundled sample image with the bundled building model (offline)."""
+    from .api import evaluate as run_evaluate
+    from .api import segment_raster
+    from .samples import ATTRIBUTION, SAMPLE_IMAGE, SAMPLE_LABELS
+
+    t0 = time.perf_counter()
+    gdf = segment_raster(SAMPLE_IMAGE, device=device, output=output)
+    r = run_evaluate(gdf, SAMPLE_LABELS, iou=0.5, ignore_partial=True)
+    click.echo(f"Found {len(gdf)} buildings in {SAMPLE_IMAGE.name} ({time.perf_counter() - t0:.1f} s) "
+               f"-> {output}\nAgainst its OpenStreetMap footprints: precision {r.precision:.2f}, "
+               f"recall {r.recall:.2f}, F1@0.5 {r.f1:.2f}\n{ATTRIBUTION}")
+
+
+@main.command()
+@click.argument("pred", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("gt", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--iou", default=0.5, show_default=True, type=float, help="IoU for a match.")
+@click.option("--ignore-partial", is_flag=True,
+              help="Reference polygons with partial=1 (cut by the image edge) count neither way.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@handle_errors
+def evaluate(pred, gt, iou, ignore_partial, as_json):
+    """Score predicted footprints PRED against reference footprints GT (any vector files)."""
+    from .api import evaluate as run_evaluate
+
+    r = run_evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial)
+    rec = r.as_dict()
+    if as_json:
+        click.echo(json.dumps(rec, indent=2))
+        return
+    click.echo(f"TP {r.tp}  FP {r.fp}  FN {r.fn}  precision {r.precision:.6f}  recall {r.recall:.6f}  "
+               f"F1 {r.f1:.6f}  mean IoU {r.mean_iou:.4f}  (IoU >= {iou:g})")
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Footprint polygons (any vector format, any CRS).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Model file to write (.pt); a model card MODEL.json is written beside it.")
+@click.option("--base", default="yolov8n-seg.yaml", show_default=True,
+              help="Architecture yaml (from scratch) or weights to fine-tune (FastSAM-s.pt, MODEL.pt).")
+@click.option("--epochs", default=100, show_default=True, type=int)
+@click.option("--imgsz", default=512, show_default=True, type=int, help="Network input size.")
+@click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in raster pixels.")
+@click.option("--overlap", default=256, show_default=True, type=int, help="Training tile overlap.")
+@click.option("--batch", default=8, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--val-fraction", default=0.15, show_default=True, type=float,
+              help="Share of tile columns per raster held out (spatially) for validation.")
+@click.option("--attribution", multiple=True, help="Data licence/attribution line for the model card.")
+@handle_errors
+def train(images, labels, output, base, epochs, imgsz, tile_size, overlap, batch, device, val_fraction,
+          attribution):
+    """Train a building model on IMAGES (GeoTIFFs) and footprint LABELS, offline."""
+    from .training import train as run_train
+
+    res = run_train(list(images), labels, output, base=base, epochs=epochs, imgsz=imgsz,
+                    tile_size=tile_size, overlap=overlap, batch=batch, device=device,
+                    val_fraction=val_fraction, attribution=attribution)
+    v = res.info.get("validation", {})
+    f1 = f"validation F1@0.5 {v['f1']:.3f}" if "f1" in v else "no validation split"
+    click.echo(f"model -> {res.model} ({res.model.stat().st_size / 1e6:.1f} MB), card -> {res.card}; {f1}",
+               err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,6 +43,8 @@ class DatasetSummary:
     empty_tiles: int = 0
     images: list[str] = field(default_factory=list)
     val_images: list[str] = field(default_factory=list)
+    val_regions: list[tuple[str, tuple[float, float, float, float]]] = field(default_factory=list)
+    """(raster, (xmin, ymin, xmax, ymax) in its CRS) of each validation area."""
 
 
 def ring_with_holes(poly: Polygon) -> np.ndarray:
@@ -136,10 +138,15 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
 
     val_set = _choose_val(plans, val_fraction, val_images)
     summary.val_images = sorted({p for p, _ in val_set if isinstance(_, str)})
-    for k, (path, _, grid, px) in enumerate(plans):
+    for k, (path, info, grid, px) in enumerate(plans):
         tree = shapely.STRtree(px) if px else None
         stem = f"{k:03d}_{Path(path).stem}"  # rasters in different folders may share a name
         val_boxes = [t.box for t in grid if (path, (t.row, t.col)) in val_set or (path, "*") in val_set]
+        if val_boxes:
+            x0, y0 = min(b[0] for b in val_boxes), min(b[1] for b in val_boxes)
+            x1, y1 = max(b[2] for b in val_boxes), max(b[3] for b in val_boxes)
+            xs, ys = zip(*(info.transform @ c for c in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))))
+            summary.val_regions.append((path, (min(xs), min(ys), max(xs), max(ys))))
         with TileReader(path, bands) as reader:
             for t in grid:
                 is_val = (path, (t.row, t.col)) in val_set or (path, "*") in val_set

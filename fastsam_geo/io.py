@@ -119,3 +119,33 @@ def empty_frame(crs: CRS, columns: dict[str, str]) -> gpd.GeoDataFrame:
 
     data = {name: pd.Series(dtype=dtype) for name, dtype in columns.items()}
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+
+
+def read_prompts(path: str | os.PathLike, *, layer: str | None = None) -> list:
+    """Prompts from a vector file, in its own CRS: points -> point prompts, polygons -> box
+    prompts (their bounding boxes). ``label`` (1/0) and ``group`` columns are honoured.
+    Raises :class:`PromptError` for a file without features or with other geometry types.
+    """
+    from .errors import PromptError
+    from .prompts import BoxPrompt, PointPrompt
+
+    gdf = read_vector(path, layer=layer)
+    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+    if len(gdf) == 0:
+        raise PromptError(f"{path}: the prompts file has no features")
+    crs = gdf.crs.to_wkt()
+    out = []
+    for i, row in enumerate(gdf.itertuples(index=False)):
+        g = row.geometry
+        label = int(getattr(row, "label", 1)) if getattr(row, "label", None) is not None else 1
+        group = getattr(row, "group", None)
+        group = None if group is None or (isinstance(group, float) and group != group) else group
+        if g.geom_type in ("Point", "MultiPoint"):
+            for p in getattr(g, "geoms", [g]):
+                out.append(PointPrompt(p.x, p.y, crs=crs, label=label, group=group))
+        elif g.geom_type in ("Polygon", "MultiPolygon"):
+            out.append(BoxPrompt(*g.bounds, crs=crs))
+        else:
+            raise PromptError(f"{path}: feature {i} is a {g.geom_type}; prompts must be points "
+                              "(clicks) or polygons (boxes)")
+    return out

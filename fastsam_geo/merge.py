@@ -33,6 +33,7 @@ from .types import Instances, MergedObject, Tile
 @dataclass
 class _Candidate:
     tile: int
+    index: int  # instance index within its tile
     box: Box  # raster pixels
     crop: np.ndarray
     score: float
@@ -80,16 +81,17 @@ class SeamMerger:
         out: list[MergedObject] = []
         inner = self._inner_core(tile)
         new: list[int] = []
-        for (x0, y0, x1, y1), crop, score in zip(inst.boxes.tolist(), inst.crops, inst.scores.tolist()):
+        for k, ((x0, y0, x1, y1), crop, score) in enumerate(zip(inst.boxes.tolist(), inst.crops,
+                                                                 inst.scores.tolist())):
             box = (x0 + tile.x, y0 + tile.y, x1 + tile.x, y1 + tile.y)
             if _inside(box, inner):
-                out.append(MergedObject(box, crop, float(score), 1))
+                out.append(MergedObject(box, crop, float(score), 1, ((ti, k, int(crop.sum())),)))
                 continue
             pbox = intersect(box, tile.core)
             parea = int(crop_window(crop, box, pbox).sum()) if pbox else 0
             cid = self._next
             self._next += 1
-            self._cands[cid] = _Candidate(ti, box, crop, float(score), int(crop.sum()), pbox, parea)
+            self._cands[cid] = _Candidate(ti, k, box, crop, float(score), int(crop.sum()), pbox, parea)
             self._parent[cid] = cid
             self._members[cid] = [cid]
             self._gbox[cid] = box
@@ -109,11 +111,11 @@ class SeamMerger:
             self._check(root, out)
         return out
 
-    def awaited(self, region: Box | None = None) -> set[int]:
+    def awaited(self, regions: list[Box] | None = None) -> set[int]:
         """Indexes of unprocessed tiles that held groups wait on (to finish them whole).
 
-        With ``region`` (raster pixels), only groups whose box touches it count: the tiles
-        needed to complete the objects in a region of interest.
+        With ``regions`` (raster-pixel boxes), only groups whose box touches one of them
+        count: the tiles needed to complete the objects in the regions of interest.
         """
         out = set()
         for ti, groups in self._waiting.items():
@@ -122,7 +124,8 @@ class SeamMerger:
             for g in groups:
                 if g in self._parent:
                     root = self._find(g)
-                    if root in self._gbox and (region is None or intersect(self._gbox[root], region)):
+                    if root in self._gbox and (regions is None or any(intersect(self._gbox[root], r)
+                                                                       for r in regions)):
                         out.add(ti)
                         break
         return out
@@ -219,7 +222,8 @@ class SeamMerger:
             mask[py0 - box[1]:py1 - box[1], px0 - box[0]:px1 - box[0]] |= \
                 crop_window(c.crop, c.box, c.piece_box)
         score = sum(c.score * c.piece_area for c in pieces) / total
-        out.append(MergedObject(box, mask, float(score), len({c.tile for c in pieces})))
+        out.append(MergedObject(box, mask, float(score), len({c.tile for c in pieces}),
+                                tuple((c.tile, c.index, c.piece_area) for c in pieces)))
 
 
 def _inside(box: Box, outer: Box) -> bool:

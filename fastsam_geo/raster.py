@@ -110,11 +110,11 @@ class Stretch:
         if self.lo is None:
             if data.dtype == np.uint8:
                 return data
-            return np.clip(data, 0, 255).astype(np.uint8)
+            return np.clip(np.nan_to_num(data), 0, 255).astype(np.uint8)
         lo = np.asarray(self.lo, dtype=np.float32)[:, None, None]
         hi = np.asarray(self.hi, dtype=np.float32)[:, None, None]
         scale = 255.0 / np.maximum(hi - lo, 1e-12)
-        out = (data.astype(np.float32) - lo) * scale
+        out = np.nan_to_num((data.astype(np.float32) - lo) * scale)
         return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 

@@ -223,10 +223,12 @@ class MergedObject:
 
     ``box`` is ``(x0, y0, x1, y1)`` (exclusive max) in raster pixels, ``mask`` the bool
     ``(y1 - y0, x1 - x0)`` crop, ``score`` the piece-area-weighted mean of the member
-    scores, ``tiles`` how many tiles contributed.
+    scores, ``tiles`` how many tiles contributed. ``sources`` names the tile instances it
+    was made of, as ``(tile index, instance index, pixels contributed)``.
     """
 
     box: tuple[int, int, int, int]
     mask: np.ndarray = field(repr=False)
     score: float
     tiles: int = 1
+    sources: tuple[tuple[int, int, int], ...] = ()

@@ -143,3 +143,90 @@ def test_bad_input_as_subprocess_has_no_traceback(tmp_path):
 def test_no_model_asks_for_one(scene_tif, tmp_path):
     r = CliRunner().invoke(main, ["segment", str(scene_tif[1]), "-o", str(tmp_path / "o.gpkg")])
     assert r.exit_code == 2 and "model" in r.output.lower()
+
+
+# -- prompts from the command line ----------------------------------------------------------
+
+def _lonlat(scene, polys):
+    from fastsam_geo.coords import parse_crs, transform_xy
+    pts = [p.representative_point() for p in polys]
+    return transform_xy(np.array([p.x for p in pts]), np.array([p.y for p in pts]), scene.crs, parse_crs(4326))
+
+
+def test_points_and_boxes_from_the_command_line(scene_tif, tmp_path):
+    scene, tif = scene_tif
+    truth = scene.truth_map()
+    lon, lat = _lonlat(scene, truth[:3])
+    x0, y0, x1, y1 = truth[5].bounds
+    out = tmp_path / "picked.gpkg"
+    args = ["segment", tif, "-o", out, "--model", FAKE, "--tile-size", 256, "--overlap", 32, "--prompt-crs",
+            "EPSG:4326", *[a for x, y in zip(lon, lat) for a in ("--point", f"{x},{y}")]]
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.output
+    gdf = gpd.read_file(out)
+    assert list(gdf.prompt_id) == [0, 1, 2] and gdf.found.all()
+    r = run_cli("segment", tif, "-o", out, "--model", FAKE, "--tile-size", 256, "--overlap", 32,
+                "--box", f"{x0},{y0},{x1},{y1}")
+    assert r.exit_code == 0, r.output
+    got = gpd.read_file(out).geometry[0]
+    assert got.intersection(truth[5]).area / got.union(truth[5]).area > 0.9
+
+
+def test_prompts_file_with_labels_and_boxes(scene_tif, tmp_path):
+    scene, tif = scene_tif
+    truth = scene.truth_map()
+    pts = [p.representative_point() for p in truth[:2]]
+    layer = gpd.GeoDataFrame({"label": [1, 1, 1]},
+                             geometry=[pts[0], pts[1], truth[7].envelope], crs=scene.crs).to_crs(3857)
+    layer.to_file(tmp_path / "prompts.gpkg")
+    out = tmp_path / "o.parquet"
+    r = run_cli("segment", tif, "-o", out, "--model", FAKE, "--tile-size", 256, "--overlap", 32,
+                "--prompts", tmp_path / "prompts.gpkg", "-q")
+    assert r.exit_code == 0, r.output
+    gdf = gpd.read_parquet(out)
+    assert list(gdf.prompt_type) == ["point", "point", "box"] and gdf.found.all()
+
+
+def test_cache_makes_the_second_run_model_free(scene_tif, tmp_path):
+    _, tif = scene_tif
+    cache = tmp_path / "cache"
+    args = ["segment", tif, "--model", FAKE, "--tile-size", 256, "--overlap", 32, "--cache", cache]
+    r1 = run_proc(*args, "-o", tmp_path / "a.gpkg")
+    assert r1.returncode == 0 and "(0 cached" in r1.stderr, r1.stderr
+    r2 = run_proc(*args, "-o", tmp_path / "b.gpkg")
+    assert r2.returncode == 0 and "(9 cached" in r2.stderr, r2.stderr
+    assert len(gpd.read_file(tmp_path / "a.gpkg")) == len(gpd.read_file(tmp_path / "b.gpkg"))
+
+
+BAD_PROMPTS = {
+    "malformed point": (("--point", "12.5"), "malformed point '12.5'"),
+    "point label": (("--point", "1,2,7"), "label must be 1"),
+    "malformed box": (("--box", "1,2,3"), "malformed box"),
+    "unknown crs": (("--point", "1,2", "--prompt-crs", "EPSG:999999"), "unknown CRS 'EPSG:999999'"),
+    "outside": (("--point", "0,0", "--prompt-crs", "EPSG:4326"), r"prompt 0 \(point \(0, 0\) in EPSG:4326\) lies "
+                                                                  r"outside the raster"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PROMPTS))
+def test_bad_prompts_are_one_line(scene_tif, tmp_path, case):
+    import re
+    extra, expected = BAD_PROMPTS[case]
+    out = tmp_path / "o.gpkg"
+    r = CliRunner().invoke(main, ["segment", str(scene_tif[1]), "-o", str(out), "--model", FAKE, *extra])
+    assert r.exit_code == 2, r.output
+    err = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(err) == 1 and re.search(expected, err[0]), r.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "lines"])
+def test_bad_prompts_file(scene_tif, tmp_path, kind):
+    import shapely
+    scene, tif = scene_tif
+    geoms = [] if kind == "empty" else [shapely.LineString([(500000, 4499990), (500010, 4499990)])]
+    gpd.GeoDataFrame(geometry=geoms, crs=scene.crs).to_file(tmp_path / "p.gpkg")
+    r = CliRunner().invoke(main, ["segment", str(tif), "-o", str(tmp_path / "o.gpkg"), "--model", FAKE,
+                                  "--prompts", str(tmp_path / "p.gpkg")])
+    assert r.exit_code == 2
+    assert ("no features" if kind == "empty" else "is a LineString; prompts must be points") in r.output

@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 import pytest
 import rasterio
-from conftest import match_truth
 
+from conftest import match_truth
 from fastsam_geo import EmptyResultWarning, segment_raster
 from fastsam_geo.pipeline import RunStats
 from fastsam_geo.raster import TileReader

@@ -9,10 +9,10 @@ agree with rasterio's own georeferencing of the labels.
 import geopandas as gpd
 import numpy as np
 import pytest
-from conftest import match_truth, shared_path
 from numpy.lib.stride_tricks import sliding_window_view
 from rasterio import features
 
+from conftest import match_truth, shared_path
 from fastsam_geo import segment_raster
 from fastsam_geo.raster import TileReader
 from fastsam_geo.tiling import plan_tiles

@@ -1,0 +1,169 @@
+"""Per-tile segmentation results kept for later prompts: "segment once, prompt many".
+
+A :class:`TileStore` maps a tile's grid index to its :class:`~fastsam_geo.types.Instances`
+(and, for text prompts, to their CLIP embeddings). :class:`MemoryStore` lives as long as the
+Python object; :class:`DiskStore` writes one small ``.npz`` per tile (masks bit-packed) under a
+folder keyed by the raster's *content* (size, mtime and a hash of its first and last MiB), the
+model and every parameter that changes the result, so a later process, the CLI with
+``--cache`` or the QGIS plugin answers prompts without loading the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .types import Instances
+
+
+def raster_key(path: str | os.PathLike) -> str:
+    """Content key of a raster file: size, mtime and a hash of its first and last MiB."""
+    p = Path(path)
+    st = p.stat()
+    h = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    with open(p, "rb") as f:
+        h.update(f.read(1 << 20))
+        if st.st_size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    """``$FASTSAM_GEO_CACHE`` or ``~/.cache/fastsam-geo/segmentations`` (XDG honoured)."""
+    if os.environ.get("FASTSAM_GEO_CACHE"):
+        return Path(os.environ["FASTSAM_GEO_CACHE"]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "fastsam-geo" / "segmentations"
+
+
+def encode(inst: Instances) -> dict[str, np.ndarray]:
+    """Instances -> flat arrays (masks bit-packed, one stream) for ``np.savez``."""
+    sizes = np.array([c.size for c in inst.crops], dtype=np.int64)
+    bits = np.packbits(np.concatenate([c.ravel() for c in inst.crops])) if len(inst) else \
+        np.zeros(0, np.uint8)
+    return {"boxes": inst.boxes.astype(np.int32), "scores": inst.scores.astype(np.float32),
+            "sizes": sizes, "bits": bits, "shape": np.asarray(inst.shape, np.int64)}
+
+
+def decode(d) -> Instances:
+    boxes, sizes = d["boxes"], d["sizes"]
+    shape = tuple(int(v) for v in d["shape"])
+    if len(boxes) == 0:
+        return Instances.empty(shape)
+    flat = np.unpackbits(d["bits"], count=int(sizes.sum())).astype(bool)
+    ends = np.cumsum(sizes)
+    crops = tuple(flat[e - n:e].reshape(int(b[3] - b[1]), int(b[2] - b[0]))
+                  for e, n, b in zip(ends, sizes, boxes))
+    return Instances(boxes, d["scores"], crops, shape)
+
+
+class MemoryStore:
+    """Tile results in memory (an LRU of at most ``max_tiles`` tiles, None: unbounded)."""
+
+    persistent = False
+
+    def __init__(self, max_tiles: int | None = None):
+        self._tiles: OrderedDict[int, Instances] = OrderedDict()
+        self._emb: dict[tuple[int, str], np.ndarray] = {}
+        self.max_tiles = max_tiles
+
+    def get(self, tile: int) -> Instances | None:
+        inst = self._tiles.get(tile)
+        if inst is not None:
+            self._tiles.move_to_end(tile)
+        return inst
+
+    def put(self, tile: int, inst: Instances) -> None:
+        self._tiles[tile] = inst
+        self._tiles.move_to_end(tile)
+        if self.max_tiles is not None:
+            while len(self._tiles) > self.max_tiles:
+                self._tiles.popitem(last=False)
+
+    def has(self, tile: int) -> bool:
+        return tile in self._tiles
+
+    def get_embeddings(self, tile: int, key: str) -> np.ndarray | None:
+        return self._emb.get((tile, key))
+
+    def put_embeddings(self, tile: int, key: str, emb: np.ndarray) -> None:
+        self._emb[(tile, key)] = emb
+
+    def __len__(self) -> int:
+        return len(self._tiles)
+
+
+class DiskStore(MemoryStore):
+    """Tile results on disk under ``root/<raster key>/<run key>/``, with a memory LRU in front."""
+
+    persistent = True
+
+    def __init__(self, root: str | os.PathLike, raster: str | os.PathLike, run: dict, memory_tiles: int = 64):
+        super().__init__(max_tiles=memory_tiles)
+        rkey = raster_key(raster)
+        run_key = hashlib.sha1(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self.dir = Path(root).expanduser() / rkey / run_key
+        self.dir.mkdir(parents=True, exist_ok=True)
+        meta = self.dir / "run.json"
+        if not meta.exists():
+            _atomic_write(meta, json.dumps({"raster": os.fspath(raster), "raster_key": rkey, **run},
+                                           indent=2, default=str).encode())
+        self._on_disk = {int(p.stem[1:]) for p in self.dir.glob("t*.npz")}
+
+    def get(self, tile: int) -> Instances | None:
+        inst = super().get(tile)
+        if inst is None and tile in self._on_disk:
+            with np.load(self.dir / f"t{tile}.npz") as d:
+                inst = decode(d)
+            super().put(tile, inst)
+        return inst
+
+    def put(self, tile: int, inst: Instances) -> None:
+        super().put(tile, inst)
+        _atomic_savez(self.dir / f"t{tile}.npz", encode(inst))
+        self._on_disk.add(tile)
+
+    def has(self, tile: int) -> bool:
+        return tile in self._on_disk or super().has(tile)
+
+    def get_embeddings(self, tile: int, key: str) -> np.ndarray | None:
+        emb = super().get_embeddings(tile, key)
+        path = self.dir / f"e{tile}-{key}.npy"
+        if emb is None and path.exists():
+            emb = np.load(path)
+            super().put_embeddings(tile, key, emb)
+        return emb
+
+    def put_embeddings(self, tile: int, key: str, emb: np.ndarray) -> None:
+        super().put_embeddings(tile, key, emb)
+        path = self.dir / f"e{tile}-{key}.npy"
+        tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}.npy")
+        np.save(tmp, emb)
+        os.replace(tmp, path)
+
+    def __len__(self) -> int:
+        return len(self._on_disk)
+
+
+def _atomic_savez(path: Path, arrays: dict) -> None:
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

@@ -1,0 +1,101 @@
+"""Training and checkpoint helpers (ultralytics), offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+from ._torch import _quiet_ultralytics, _torch, pick_device
+from .weights import resolve_weights
+
+
+def make_untrained_checkpoint(path: str | os.PathLike, *, arch: str = "s", nc: int = 1,
+                              imgsz: int = 1024, seed: int = 0, **meta: Any) -> Path:
+    """Write a YOLOv8-seg checkpoint with random weights, built from ultralytics' own yaml.
+
+    ``arch`` is the YOLOv8 scale: FastSAM-s is ``"s"``, FastSAM-x is ``"x"`` (same layers,
+    one class, 32 prototypes). Inference cost does not depend on weight values, so this
+    measures real FastSAM compute offline, and tests the real loading path.
+    """
+    torch = _torch()
+    from ultralytics.nn.tasks import SegmentationModel
+
+    torch.manual_seed(seed)
+    model = SegmentationModel(f"yolov8{arch}-seg.yaml", nc=nc, verbose=False)
+    # Calibrate batch-norm statistics on noise so activations neither vanish nor explode
+    # through the untrained layers; then scores and masks vary between anchors as a trained
+    # model's do (otherwise every anchor gets the same score and NMS order is arbitrary).
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration passes
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(2, 3, 128, 128))
+        head = model.model[-1]
+        for seq in head.cv3:
+            seq[-1].bias.fill_(-2.0)
+    for bn in bns:
+        bn.momentum = 0.03
+    model.eval()
+    model.names = {i: "object" for i in range(nc)}
+    model.args = {"task": "segment", "imgsz": imgsz}
+    ckpt = {"model": model.half(), "train_args": {"task": "segment", "imgsz": imgsz},
+            "fastsam_geo": {"arch": f"yolov8{arch}-seg", "untrained": True, "imgsz": imgsz, **meta}}
+    path = Path(path)
+    torch.save(ckpt, path)
+    return path
+
+
+def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base: str = "yolov8n-seg.yaml",
+               epochs: int = 100, imgsz: int = 512, batch: int = 8, device: str = "auto",
+               seed: int = 0, workers: int = 2, patience: int = 0, **hyp: Any) -> Path:
+    """Train a YOLOv8-seg model offline with ultralytics; return the best checkpoint's path.
+
+    ``base``: an architecture yaml (``yolov8n-seg.yaml``: from scratch) or weights to fine-tune
+    (``FastSAM-s.pt``, a previous model). Nothing is downloaded: plots (which fetch a font)
+    and the AMP check (which fetches a model) are off. ``hyp`` are ultralytics train
+    arguments (augmentation, lr, ...).
+    """
+    _torch()
+    from ultralytics import YOLO
+
+    if not str(base).endswith((".yaml", ".yml")):
+        base = str(resolve_weights(base))
+    dev = pick_device(device)
+    model = YOLO(base, task="segment")
+    args = dict(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch,
+                device="cpu" if dev == "cpu" else dev.replace("cuda:", "").replace("cuda", "0"),
+                project=str(Path(workdir).resolve()), name="train", exist_ok=True, plots=False, amp=False,
+                seed=seed, deterministic=False, workers=workers, verbose=False, patience=patience or epochs,
+                single_cls=True)
+    args.update(hyp)
+    try:
+        model.train(**args)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"training failed: {first}") from exc
+    best = Path(workdir) / "train" / "weights" / "best.pt"
+    if not best.exists():
+        best = Path(workdir) / "train" / "weights" / "last.pt"
+    return best
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, **meta: Any) -> Path:
+    """Slim a training checkpoint for shipping: fp16 model only, plus ``fastsam_geo`` metadata
+    (recommended ``imgsz``, ``conf``, ``iou``, ``tile_size``... read by :class:`FastSAMSegmenter`).
+    """
+    torch = _torch()
+    from ultralytics.nn.tasks import load_checkpoint
+
+    with _quiet_ultralytics():
+        model, ckpt = load_checkpoint(str(src), device="cpu", fuse=False)
+    out = {"model": model.half(), "train_args": {k: v for k, v in (ckpt.get("train_args") or {}).items()
+                                                 if k in ("task", "imgsz", "epochs", "single_cls")},
+           "fastsam_geo": meta, "date": ckpt.get("date"), "version": ckpt.get("version")}
+    dst = Path(dst)
+    torch.save(out, dst)
+    return dst

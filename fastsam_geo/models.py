@@ -1,0 +1,86 @@
+"""Which segmenter a run uses, and a key identifying it without loading it.
+
+``None`` is the bundled building model; a string or path names weights for
+:class:`~fastsam_geo.engine.FastSAMSegmenter` (torch and ultralytics load only then);
+``"package.module:factory"`` calls ``factory()`` for a custom segmenter (also from the CLI);
+any callable is used as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .errors import InputError, ModelError
+from .types import Instances, MaskSet
+
+SegmentFn = Callable[[list[np.ndarray]], Sequence[MaskSet | Instances]]
+DEFAULT_MODEL = "buildings-nano.pt"
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+def load_segmenter(model: object = None, *, device: str = "auto", **kwargs) -> SegmentFn:
+    """Resolve what ``segment_raster(segmenter=...)`` accepts into a callable segmenter.
+
+    ``kwargs`` (imgsz, conf, iou, batch_size, ...) go to the FastSAM engine.
+    """
+    if model is None:
+        model = DEFAULT_MODEL  # the bundled default: works offline, right after install
+    if _is_factory(model):
+        return _import_factory(str(model))
+    if isinstance(model, str | os.PathLike):
+        from .engine import FastSAMSegmenter  # torch + ultralytics load here, not at import
+
+        return FastSAMSegmenter(model, device=device, **kwargs)
+    if callable(model):
+        return model  # type: ignore[return-value]
+    raise InputError(f"segmenter must be None, a weights path or a callable, got {type(model).__name__}")
+
+
+def segmenter_key(model: object = None, **kwargs) -> str | None:
+    """A stable key for a segmenter *specification* (weights + settings), for result caches.
+
+    Weights are identified by their size and a hash of their first MiB, so the key is
+    known without importing torch or loading the model. Callables give their
+    ``cache_key`` attribute, or None (their results cannot be cached across runs).
+    """
+    if model is None:
+        model = DEFAULT_MODEL
+    if _is_factory(model):
+        return f"factory:{model}:{_digest(kwargs)}"
+    if isinstance(model, str | os.PathLike):
+        from .engine import resolve_weights  # pure path logic; torch is not imported
+
+        path = resolve_weights(model)
+        h = hashlib.sha1(str(path.stat().st_size).encode())
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+        return f"{path.stem}-{h.hexdigest()[:12]}-{_digest(kwargs)}"
+    key = getattr(model, "cache_key", None)
+    return str(key) if key else None
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def _is_factory(model: object) -> bool:
+    return isinstance(model, str) and bool(_FACTORY.match(model)) and not os.path.exists(model)
+
+
+def _import_factory(spec: str) -> SegmentFn:
+    module, _, name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ModelError(f"cannot import segmenter factory {spec!r} ({exc})") from exc
+    seg = factory()
+    if not callable(seg):
+        raise ModelError(f"{spec}() returned {type(seg).__name__}, not a callable segmenter")
+    return seg

@@ -1,0 +1,282 @@
+"""Prompts in map coordinates, and how they select among already segmented objects.
+
+FastSAM's prompts do not run the network: everything is segmented once, and a prompt only
+*selects* (Zhao et al. 2023, section 3.2):
+
+* a **point** picks the objects containing it. Several objects can contain one point (a roof
+  section inside a building): the result is their union. Background points (``label=0``)
+  remove every object containing them: ungrouped background points apply to all point
+  prompts of the call, grouped ones to their group only. Points sharing a ``group`` select
+  one object together (the union of what their foreground points pick, minus what their
+  background points pick).
+* a **box** picks the object with the highest IoU with the box, both in raster pixels.
+* a **text** picks the object whose CLIP image embedding is most similar to the text's.
+
+Each ungrouped foreground point, each group, each box and each text is one *prompt object*
+and gives one result row, identified by ``prompt_id``: the index in the caller's list of
+the prompt that starts it (so rows come in prompt order and map back to the input).
+A prompt object that selects nothing still gives its row, with an empty geometry and
+``found=False``, so results always align with prompts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from affine import Affine
+from pyproj import CRS
+
+from .coords import crs_name, map_to_pixel, parse_crs, transform_xy
+from .errors import CRSError, PromptError
+from .masks import Box, intersect
+from .types import MergedObject
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    """A point ``(x, y)`` in ``crs`` (any pyproj-readable CRS; None: the raster's).
+
+    ``label`` 1 selects (foreground), 0 removes (background); points with the same
+    ``group`` select one object together.
+    """
+
+    x: float
+    y: float
+    crs: object = None
+    label: int = 1
+    group: object = None
+
+    def __post_init__(self) -> None:
+        if self.label not in (0, 1):
+            raise PromptError(f"point label must be 1 (foreground) or 0 (background), got {self.label!r}")
+        if not (np.isfinite(self.x) and np.isfinite(self.y)):
+            raise PromptError(f"point coordinates must be finite numbers, got ({self.x}, {self.y})")
+
+
+@dataclass(frozen=True)
+class BoxPrompt:
+    """A box ``(xmin, ymin, xmax, ymax)`` in ``crs`` (None: the raster's)."""
+
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    crs: object = None
+
+    def __post_init__(self) -> None:
+        vals = (self.xmin, self.ymin, self.xmax, self.ymax)
+        if not all(np.isfinite(v) for v in vals):
+            raise PromptError(f"box coordinates must be finite numbers, got {vals}")
+        if not (self.xmin < self.xmax and self.ymin < self.ymax):
+            raise PromptError(f"box must be xmin,ymin,xmax,ymax with min < max, got {vals}")
+
+
+@dataclass(frozen=True)
+class TextPrompt:
+    """A text query, e.g. ``"a building with a red roof"`` (needs the ``[text]`` extra)."""
+
+    text: str
+    top_k: int = 1
+
+    def __post_init__(self) -> None:
+        if not str(self.text).strip():
+            raise PromptError("text prompt is empty")
+        if self.top_k < 1:
+            raise PromptError(f"top_k must be >= 1, got {self.top_k}")
+
+
+Prompt = PointPrompt | BoxPrompt | TextPrompt
+
+
+@dataclass
+class PromptObject:
+    """One result row to produce: the prompts that define it, in raster pixels.
+
+    ``points``: ``(N, 3)`` float ``(col, row, label)``; ``box``: float ``(x0, y0, x1, y1)``.
+    """
+
+    prompt_id: int
+    kind: str  # "point", "box" or "text"
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    box: tuple[float, float, float, float] | None = None
+    text: str | None = None
+    top_k: int = 1
+
+    def pixel_box(self) -> Box | None:
+        """Integer raster-pixel box around the prompt's geometry (None for text)."""
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            return (int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1)))
+        if len(self.points):
+            fg = self.points[self.points[:, 2] == 1]
+            pts = fg if len(fg) else self.points
+            return (int(np.floor(pts[:, 0].min())), int(np.floor(pts[:, 1].min())),
+                    int(np.floor(pts[:, 0].max())) + 1, int(np.floor(pts[:, 1].max())) + 1)
+        return None
+
+
+def describe(p: Prompt) -> str:
+    if isinstance(p, PointPrompt):
+        return f"point ({p.x:g}, {p.y:g}" + (f", label {p.label}" if p.label != 1 else "") + ")"
+    if isinstance(p, BoxPrompt):
+        return f"box ({p.xmin:g}, {p.ymin:g}, {p.xmax:g}, {p.ymax:g})"
+    return f"text {p.text!r}"
+
+
+def to_pixel_objects(prompts: Sequence[Prompt], raster_crs: CRS, transform: Affine, width: int,
+                     height: int) -> tuple[list[PromptObject], np.ndarray]:
+    """Map prompts to raster pixels and gather them into prompt objects.
+
+    Returns the prompt objects (in prompt order) and the ungrouped background points
+    ``(M, 2)`` (col, row), which apply to every point prompt object. Raises
+    :class:`PromptError` for a prompt outside the raster (naming it and the raster's bounds)
+    and :class:`~fastsam_geo.errors.CRSError` for an unknown CRS.
+    """
+    if not prompts:
+        raise PromptError("no prompts given")
+    objects: list[PromptObject] = []
+    groups: dict[object, PromptObject] = {}
+    background: list[tuple[float, float]] = []
+    for i, p in enumerate(prompts):
+        if isinstance(p, TextPrompt):
+            objects.append(PromptObject(i, "text", text=str(p.text), top_k=p.top_k))
+            continue
+        if not isinstance(p, PointPrompt | BoxPrompt):
+            raise PromptError(f"prompt {i}: not a PointPrompt, BoxPrompt or TextPrompt: {p!r}")
+        crs = raster_crs if p.crs is None else parse_crs(p.crs)
+        if isinstance(p, PointPrompt):
+            col, row = _to_pixel(i, p, [p.x], [p.y], crs, raster_crs, transform)
+            _check_inside(i, p, col, row, width, height, raster_crs, transform)
+            pt = np.array([[col[0], row[0], p.label]], dtype=float)
+            if p.group is not None:
+                if p.group not in groups:
+                    groups[p.group] = PromptObject(i, "point")
+                    objects.append(groups[p.group])
+                g = groups[p.group]
+                g.points = np.vstack([g.points, pt])
+            elif p.label == 0:
+                background.append((col[0], row[0]))
+            else:
+                objects.append(PromptObject(i, "point", points=pt))
+        else:
+            # densify the box edges so a box in another CRS covers its curved outline
+            t = np.linspace(0.0, 1.0, 9)
+            xs = np.concatenate([p.xmin + (p.xmax - p.xmin) * t, np.full(9, p.xmax),
+                                 p.xmax - (p.xmax - p.xmin) * t, np.full(9, p.xmin)])
+            ys = np.concatenate([np.full(9, p.ymin), p.ymin + (p.ymax - p.ymin) * t, np.full(9, p.ymax),
+                                 p.ymax - (p.ymax - p.ymin) * t])
+            col, row = _to_pixel(i, p, xs, ys, crs, raster_crs, transform)
+            x0, x1 = max(0.0, col.min()), min(float(width), col.max())
+            y0, y1 = max(0.0, row.min()), min(float(height), row.max())
+            if x1 <= x0 or y1 <= y0:
+                _raise_outside(i, p, raster_crs, transform, width, height)
+            objects.append(PromptObject(i, "box", box=(x0, y0, x1, y1)))
+    for g in groups.values():
+        if not (g.points[:, 2] == 1).any():
+            raise PromptError(f"prompt {g.prompt_id}: point group has only background points; "
+                              "add a foreground point (label 1)")
+    if not objects:
+        raise PromptError("only background points given; add a foreground point or a box")
+    return objects, np.asarray(background, dtype=float).reshape(-1, 2)
+
+
+def _to_pixel(i, p, xs, ys, crs, raster_crs, transform):
+    try:
+        x, y = transform_xy(np.asarray(xs, float), np.asarray(ys, float), crs, raster_crs)
+    except CRSError as exc:
+        raise PromptError(f"prompt {i} ({describe(p)}): {exc}") from None
+    return map_to_pixel(x, y, transform)
+
+
+def _check_inside(i, p, col, row, width, height, raster_crs, transform):
+    if not (0 <= col[0] < width and 0 <= row[0] < height):
+        _raise_outside(i, p, raster_crs, transform, width, height)
+
+
+def _raise_outside(i, p, raster_crs, transform, width, height):
+    corners = [transform @ c for c in ((0, 0), (width, 0), (0, height), (width, height))]
+    xs, ys = zip(*corners)
+    where = f" in {crs_name(parse_crs(p.crs))}" if getattr(p, "crs", None) is not None else ""
+    raise PromptError(f"prompt {i} ({describe(p)}{where}) lies outside the raster, whose bounds are "
+                      f"({min(xs):.6g}, {min(ys):.6g}, {max(xs):.6g}, {max(ys):.6g}) in {crs_name(raster_crs)}")
+
+
+# -- selection (pure, raster pixels) -----------------------------------------------------------
+
+def contains(obj: MergedObject, col: float, row: float) -> bool:
+    """Whether pixel ``(col, row)`` (fractional, raster pixels) is inside the object's mask."""
+    c, r = int(np.floor(col)), int(np.floor(row))
+    x0, y0, x1, y1 = obj.box
+    return x0 <= c < x1 and y0 <= r < y1 and bool(obj.mask[r - y0, c - x0])
+
+
+def select_points(objects: Sequence[MergedObject], points: np.ndarray,
+                  background: np.ndarray | None = None) -> list[int]:
+    """Indexes of ``objects`` picked by ``points`` ``(N, 3)`` (col, row, label) and the global
+    ``background`` points ``(M, 2)``: those containing a foreground point and no background one.
+    """
+    bg = [tuple(p[:2]) for p in points if p[2] == 0]
+    if background is not None:
+        bg += [tuple(p) for p in background]
+    fg = [tuple(p[:2]) for p in points if p[2] == 1]
+    return [k for k, o in enumerate(objects)
+            if any(contains(o, c, r) for c, r in fg) and not any(contains(o, c, r) for c, r in bg)]
+
+
+def box_ious(objects: Sequence[MergedObject], box: tuple[float, float, float, float]) -> np.ndarray:
+    """IoU of each object's mask with the (pixel-rounded) box, float ``(N,)``."""
+    bx0, by0, bx1, by1 = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
+    barea = max(0, bx1 - bx0) * max(0, by1 - by0)
+    out = np.zeros(len(objects))
+    for k, o in enumerate(objects):
+        area = int(o.mask.sum())
+        inter = 0
+        ib = intersect(o.box, (bx0, by0, bx1, by1))
+        if ib is not None:
+            x0, y0 = o.box[:2]
+            inter = int(o.mask[ib[1] - y0:ib[3] - y0, ib[0] - x0:ib[2] - x0].sum())
+        union = barea + area - inter
+        out[k] = inter / union if union else 0.0
+    return out
+
+
+def union(objects: Sequence[MergedObject]) -> MergedObject:
+    """One object covering several (their masks OR-ed); score: the highest."""
+    if len(objects) == 1:
+        return objects[0]
+    x0 = min(o.box[0] for o in objects)
+    y0 = min(o.box[1] for o in objects)
+    x1 = max(o.box[2] for o in objects)
+    y1 = max(o.box[3] for o in objects)
+    mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for o in objects:
+        ox0, oy0, ox1, oy1 = o.box
+        mask[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] |= o.mask
+    return MergedObject((x0, y0, x1, y1), mask, max(o.score for o in objects),
+                        sum(o.tiles for o in objects), tuple(s for o in objects for s in o.sources))
+
+
+def parse_point(text: str, crs: object = None) -> PointPrompt:
+    """``"X,Y"`` or ``"X,Y,LABEL"`` (as on the command line) -> :class:`PointPrompt`."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        x, y = float(parts[0]), float(parts[1])
+        label = int(parts[2]) if len(parts) == 3 else 1
+    except ValueError:
+        raise PromptError(f"malformed point {text!r}: expected X,Y or X,Y,LABEL (label 1 or 0)") from None
+    return PointPrompt(x, y, crs=crs, label=label)
+
+
+def parse_box(text: str, crs: object = None) -> BoxPrompt:
+    """``"XMIN,YMIN,XMAX,YMAX"`` -> :class:`BoxPrompt`."""
+    try:
+        vals = [float(v) for v in str(text).split(",")]
+        if len(vals) != 4:
+            raise ValueError
+    except ValueError:
+        raise PromptError(f"malformed box {text!r}: expected XMIN,YMIN,XMAX,YMAX") from None
+    return BoxPrompt(*vals, crs=crs)

@@ -1,0 +1,274 @@
+"""A raster and its segmentation, kept for many requests: segment once, prompt many.
+
+:class:`SegmentedRaster` is what the CLI, the QGIS plugin and notebooks hold on to. Tile
+results go to a :mod:`~fastsam_geo.cache` store as they are computed, so the everything-mode
+run, a bbox, and every later prompt reuse them: a prompt on an already segmented area costs
+no network time (the model is not even loaded), and a prompt elsewhere segments only the
+tiles it touches, plus the neighbours needed to finish the objects it selects.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import shapely
+
+from . import io
+from .cache import DiskStore, MemoryStore, default_cache_dir
+from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
+from .errors import EmptyResultWarning, InputError, RasterError
+from .masks import intersect
+from .models import SegmentFn, load_segmenter, segmenter_key
+from .pipeline import RunStats, VectorOptions, iter_objects
+from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_objects, union
+from .raster import TileReader, read_info
+from .tiling import plan_tiles
+from .types import MergedObject, ProgressCallback
+from .vectorize import mask_to_geometry, objects_to_records
+
+COLUMNS = {"score": "float32", "area_m2": "float64"}
+PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
+                  "area_m2": "float64"}
+
+
+class SegmentedRaster:
+    """A georeferenced raster plus its (cached) FastSAM segmentation.
+
+    Parameters are those of :func:`fastsam_geo.segment_raster`. ``cache``: ``None`` (in
+    memory, for the life of this object), ``"auto"`` (the user cache folder,
+    :func:`~fastsam_geo.cache.default_cache_dir`) or a folder. On-disk caches are keyed
+    by raster content, model and parameters, so a changed file or model never returns
+    stale masks. ``engine`` are extra FastSAM settings (conf, iou, imgsz, batch_size).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, segmenter: object = None, tile_size: int = 1024,
+                 overlap: int = 128, bands: Sequence[int] | None = None, stretch: str = "auto",
+                 device: str = "auto", min_area: int = 16, simplify: float = 0.0,
+                 cache: str | os.PathLike | None = None, batch_size: int | None = None,
+                 text_embedder: object = None, engine: dict | None = None):
+        self.path = os.fspath(path)
+        self.info = read_info(self.path)
+        self.grid = plan_tiles(self.info.width, self.info.height, tile_size, overlap, self.info.transform)
+        self.reader = TileReader(self.path, bands, stretch=stretch)
+        self.options = VectorOptions(min_area=min_area, simplify=simplify)
+        self.device = device
+        self.batch_size = batch_size
+        self._engine = dict(engine or {})
+        self._spec = segmenter
+        self._seg: SegmentFn | None = segmenter if callable(segmenter) and not isinstance(segmenter, str) \
+            else None
+        self._text_spec = text_embedder
+        self._embedder = None
+        self.store = self._open_store(cache)
+        self._objects_all: tuple[int, list[MergedObject]] | None = None
+
+    # -- public ----------------------------------------------------------------------------------
+
+    @property
+    def segmenter(self) -> SegmentFn:
+        """The segmenter, loaded on first use (never when every needed tile is cached)."""
+        if self._seg is None:
+            self._seg = load_segmenter(self._spec, device=self.device, **self._engine)
+        return self._seg
+
+    def segment(self, *, bbox: tuple[float, float, float, float] | None = None, bbox_crs: object = None,
+                progress: ProgressCallback | None = None, output: str | os.PathLike | None = None,
+                stats: RunStats | None = None) -> gpd.GeoDataFrame:
+        """Every object (in ``bbox`` if given), as polygons in the raster's CRS."""
+        if output is not None:
+            io.check_output(output)
+        stats = stats if stats is not None else RunStats()
+        tiles = regions = area = None
+        if bbox is not None:
+            tiles, area, pix = self._bbox(bbox, bbox_crs)
+            regions = [pix]
+        geoms: list = []
+        scores: list[float] = []
+        with self.reader:
+            for objects in iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
+                                        min_area=self.options.min_area, progress=progress, stats=stats,
+                                        tiles=tiles, regions=regions, store=self.store):
+                g, s = objects_to_records(objects, self.info.transform, min_component=self.options.min_component,
+                                          min_hole=self.options.min_hole, simplify=self.options.simplify)
+                stats.objects += len(g)
+                geoms.extend(g)
+                scores.extend(s)
+        if stats.tiles and stats.tiles_skipped == stats.tiles:
+            raise RasterError(f"{self.path}: every pixel {'in the bbox ' if area else ''}is nodata or masked; "
+                              "nothing to segment")
+        if area is not None and geoms:
+            keep = shapely.intersects(np.asarray(geoms, dtype=object), area)
+            geoms = [g for g, k in zip(geoms, keep) if k]
+            scores = [s for s, k in zip(scores, keep) if k]
+        gdf = self._frame(geoms, scores)
+        if len(gdf) == 0:
+            warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
+                          EmptyResultWarning, stacklevel=2)
+        if output is not None:
+            io.write(gdf, output)
+        return gdf
+
+    def prompt(self, prompts: Sequence[Prompt], *, progress: ProgressCallback | None = None,
+               output: str | os.PathLike | None = None, stats: RunStats | None = None) -> gpd.GeoDataFrame:
+        """The objects the prompts select: one row per prompt object, in prompt order.
+
+        Columns: ``prompt_id`` (index of the defining prompt in ``prompts``), ``prompt_type``,
+        ``found``, ``score``, ``area_m2``, ``geometry`` (empty when nothing was selected; a
+        warning names those prompts). See :mod:`fastsam_geo.prompts` for the rules.
+        """
+        if output is not None:
+            io.check_output(output)
+        stats = stats if stats is not None else RunStats()
+        pobjs, background = to_pixel_objects(list(prompts), self.info.crs, self.info.transform,
+                                             self.info.width, self.info.height)
+        spatial = [p for p in pobjs if p.kind != "text"]
+        rows: dict[int, list[tuple[MergedObject | None, float]]] = {}
+        if spatial:
+            regions = [p.pixel_box() for p in spatial]
+            objects = self._objects(regions, progress, stats)
+            for p in spatial:
+                rows[p.prompt_id] = [self._select(p, objects, background)]
+        texts = [p for p in pobjs if p.kind == "text"]
+        if texts:
+            from .text import rank_objects
+
+            objects = self._all_objects(progress, stats)
+            embed = self._text_embedder()
+            obj_emb = self._object_embeddings(objects, embed)
+            for p in texts:
+                rows[p.prompt_id] = rank_objects(objects, obj_emb, embed.embed_texts([p.text])[0], p.top_k)
+        gdf = self._prompt_frame(pobjs, rows)
+        missing = gdf.loc[~gdf.found, "prompt_id"].tolist()
+        if missing:
+            warnings.warn(f"{len(missing)} prompt(s) selected no object: prompt_id {missing}; their rows "
+                          "have empty geometries", EmptyResultWarning, stacklevel=2)
+        if output is not None:
+            io.write(gdf, output)
+        return gdf
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _open_store(self, cache):
+        if cache is None:
+            return MemoryStore()
+        key = segmenter_key(self._spec, **self._engine)
+        if key is None:
+            warnings.warn("this segmenter has no cache_key: results are cached in memory only",
+                          stacklevel=3)
+            return MemoryStore()
+        root = default_cache_dir() if str(cache) == "auto" else Path(cache)
+        run = dict(model=key, tile_size=self.grid.tile_size, overlap=self.grid.overlap,
+                   bands=list(self.reader.bands), stretch=[self.reader.stretch.lo, self.reader.stretch.hi],
+                   min_area=self.options.min_area)
+        return DiskStore(root, self.path, run)
+
+    def _lazy(self) -> Callable:
+        def call(images):
+            return self.segmenter(images)
+
+        return call
+
+    def _batch(self) -> int:
+        if self.batch_size:
+            return self.batch_size
+        return getattr(self._seg, "batch_size", None) or 4 if self._seg is not None else 4
+
+    def _bbox(self, bbox, bbox_crs):
+        src_crs = self.info.crs if bbox_crs is None else parse_crs(bbox_crs)
+        try:
+            pix, area = bbox_to_pixels(bbox, src_crs, self.info.crs, self.info.transform, self.info.width,
+                                       self.info.height)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if pix is None:
+            b = ", ".join(f"{v:.6g}" for v in self.info.bounds)
+            raise InputError(f"bbox {tuple(bbox)} ({crs_name(src_crs)}) lies outside the raster "
+                             f"(bounds {b} in {crs_name(self.info.crs)})")
+        return list(self.grid.intersecting(pix)), area, pix
+
+    def _objects(self, regions, progress, stats) -> list[MergedObject]:
+        """Whole merged objects touching the pixel ``regions`` (segmenting only what is missing)."""
+        tiles = {self.grid.index(t): t for r in regions for t in self.grid.intersecting(r)}
+        out: list[MergedObject] = []
+        with self.reader:
+            for objects in iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
+                                        min_area=self.options.min_area, progress=progress, stats=stats,
+                                        tiles=[tiles[k] for k in sorted(tiles)], regions=regions,
+                                        store=self.store):
+                out.extend(o for o in objects if any(intersect(o.box, r) for r in regions))
+        return out
+
+    def _all_objects(self, progress, stats) -> list[MergedObject]:
+        """Every object of the raster, memoised until new tiles are segmented."""
+        n = len(self.store)
+        if self._objects_all is None or self._objects_all[0] != n or n < len(self.grid):
+            objs = self._objects([(0, 0, self.info.width, self.info.height)], progress, stats)
+            self._objects_all = (len(self.store), objs)
+        return self._objects_all[1]
+
+    @staticmethod
+    def _select(p: PromptObject, objects: list[MergedObject], background: np.ndarray):
+        near = [o for o in objects if intersect(o.box, _grow(p.pixel_box(), 1))]
+        if p.kind == "point":
+            picked = [near[k] for k in select_points(near, p.points, background)]
+            if not picked:
+                return (None, float("nan"))
+            obj = union(picked)
+            return (obj, obj.score)
+        ious = box_ious(near, p.box)
+        if not len(ious) or ious.max() <= 0:
+            return (None, float("nan"))
+        k = int(np.argmax(ious))
+        return (near[k], float(near[k].score))
+
+    def _text_embedder(self):
+        if self._embedder is None:
+            from .text import load_embedder
+
+            self._embedder = load_embedder(self._text_spec, device=self.device)
+        return self._embedder
+
+    def _object_embeddings(self, objects: list[MergedObject], embed) -> np.ndarray:
+        from .text import object_embeddings
+
+        with self.reader:
+            return object_embeddings(objects, embed, self.store, self.reader, self.grid)
+
+    def _frame(self, geoms, scores) -> gpd.GeoDataFrame:
+        crs = self.info.crs
+        if not geoms:
+            return io.empty_frame(crs, COLUMNS)
+        arr = np.asarray(geoms, dtype=object)
+        return gpd.GeoDataFrame({"score": np.asarray(scores, np.float32), "area_m2": geodesic_areas(arr, crs)},
+                                geometry=gpd.GeoSeries(arr, crs=crs), crs=crs)
+
+    def _prompt_frame(self, pobjs: list[PromptObject], rows) -> gpd.GeoDataFrame:
+        recs = []
+        t = self.info.transform
+        from affine import Affine
+
+        for p in pobjs:
+            for obj, score in rows.get(p.prompt_id, [(None, float("nan"))]):
+                geom = None
+                if obj is not None:
+                    geom = mask_to_geometry(obj.mask, t @ Affine.translation(obj.box[0], obj.box[1]),
+                                            min_component=self.options.min_component,
+                                            min_hole=self.options.min_hole, simplify=self.options.simplify)
+                recs.append((p.prompt_id, p.kind, geom is not None, score, geom))
+        if not recs:
+            return io.empty_frame(self.info.crs, PROMPT_COLUMNS)
+        geoms = np.asarray([g if g is not None else shapely.Polygon() for *_, g in recs], dtype=object)
+        return gpd.GeoDataFrame(
+            {"prompt_id": np.asarray([r[0] for r in recs], np.int64), "prompt_type": [r[1] for r in recs],
+             "found": np.asarray([r[2] for r in recs], bool), "score": np.asarray([r[3] for r in recs], np.float32),
+             "area_m2": geodesic_areas(geoms, self.info.crs)},
+            geometry=gpd.GeoSeries(geoms, crs=self.info.crs), crs=self.info.crs)
+
+
+def _grow(box, n):
+    return (box[0] - n, box[1] - n, box[2] + n, box[3] + n)

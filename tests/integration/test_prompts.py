@@ -1,0 +1,193 @@
+"""Prompts in map coordinates select whole merged objects; segment once, prompt many."""
+
+import numpy as np
+import pytest
+import shapely
+
+from fastsam_geo import segment_raster
+from fastsam_geo.coords import parse_crs, transform_xy
+from fastsam_geo.errors import CRSError, PromptError
+from fastsam_geo.prompts import BoxPrompt, PointPrompt, TextPrompt
+from fastsam_geo.session import SegmentedRaster
+from fastsam_geo.synthetic import ColourSegmenter, make_scene, write_scene
+from fastsam_geo.tiling import plan_tiles
+from fastsam_geo.types import Instances
+
+TILE, OVERLAP = 256, 32
+UTM = dict(crs="EPSG:32633", origin=(500000.0, 4500000.0), res=0.3)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    sc = make_scene(740, 620, seed=7, cell=62, big=(190, 150, 490, 430), **UTM)
+    return sc, write_scene(sc, tmp_path_factory.mktemp("prompts") / "scene.tif")
+
+
+class CountingSegmenter(ColourSegmenter):
+    """True per-tile masks, counting the images the 'model' sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def __call__(self, images):
+        self.images += len(images)
+        return super().__call__(images)
+
+
+def to(crs, xs, ys, src):
+    return transform_xy(np.asarray(xs), np.asarray(ys), src, parse_crs(crs))
+
+
+def test_points_in_4326_and_boxes_in_3857_on_a_utm_raster(scene):
+    sc, tif = scene
+    truth = sc.truth_map()
+    grid = plan_tiles(sc.width, sc.height, TILE, OVERLAP)
+
+    def crossing(k):
+        b = sc.footprints[k].bounds
+        return len(list(grid.intersecting(tuple(int(v) for v in b)))) > 1
+
+    seam = [k for k in range(1, len(truth)) if crossing(k)]
+    picks = [0] + seam[:6]  # the big building (larger than a tile) + six cut by seams
+    assert len(picks) == 7
+    pts = [truth[k].representative_point() for k in picks]
+    lon, lat = to("EPSG:4326", [p.x for p in pts], [p.y for p in pts], sc.crs)
+    box_picks = [0, *seam[6:9]]
+    prompts = [PointPrompt(x, y, crs="EPSG:4326") for x, y in zip(lon, lat)]
+    for k in box_picks:
+        x0, y0, x1, y1 = truth[k].bounds
+        mx, my = to("EPSG:3857", [x0, x1], [y0, y1], sc.crs)
+        prompts.append(BoxPrompt(mx[0], my[0], mx[1], my[1], crs="EPSG:3857"))
+    seg = CountingSegmenter()
+    gdf = segment_raster(tif, segmenter=seg, tile_size=TILE, overlap=OVERLAP, prompts=prompts)
+    assert list(gdf.prompt_id) == list(range(11))
+    assert list(gdf.prompt_type) == ["point"] * 7 + ["box"] * 4
+    assert gdf.found.all() and gdf.crs == sc.crs
+    for row, k in zip(gdf.itertuples(), picks + box_picks):
+        t = truth[k]
+        iou = t.intersection(row.geometry).area / t.union(row.geometry).area
+        assert iou >= 0.9, (row.prompt_id, k, iou)
+
+
+def test_only_the_tiles_a_prompt_touches_are_segmented_then_cached(scene):
+    sc, tif = scene
+    seg = CountingSegmenter()
+    sr = SegmentedRaster(tif, segmenter=seg, tile_size=TILE, overlap=OVERLAP)
+    t = sc.truth_map()[5].representative_point()
+    first = sr.prompt([PointPrompt(t.x, t.y)])
+    n_tiles = len(sr.grid)
+    assert first.found.all() and 0 < seg.images < n_tiles / 2
+    before = seg.images
+    again = sr.prompt([PointPrompt(t.x, t.y)])
+    assert seg.images == before  # answered from the cache: no network time
+    assert again.geometry[0].equals(first.geometry[0])
+
+
+def test_disk_cache_answers_a_new_process_without_the_model(scene, tmp_path):
+    sc, tif = scene
+    sr = SegmentedRaster(tif, segmenter="fastsam_geo.synthetic:ColourSegmenter", tile_size=TILE,
+                         overlap=OVERLAP, cache=tmp_path)
+    full = sr.segment()
+    assert len(full) == len(sc.footprints) and len(sr.store) == len(sr.grid)
+
+    class Refuse:
+        cache_key = None
+
+        def __call__(self, images):
+            raise AssertionError("the model must not run: everything is cached")
+
+    # same spec -> same cache key; the segmenter is never even loaded
+    sr2 = SegmentedRaster(tif, segmenter="fastsam_geo.synthetic:ColourSegmenter", tile_size=TILE,
+                          overlap=OVERLAP, cache=tmp_path)
+    sr2._seg = Refuse()
+    pts = [p.representative_point() for p in sc.truth_map()[:20]]
+    gdf = sr2.prompt([PointPrompt(p.x, p.y) for p in pts])
+    assert gdf.found.all() and len(gdf) == 20
+    # a different tiling is a different cache entry, never stale masks
+    sr3 = SegmentedRaster(tif, segmenter="fastsam_geo.synthetic:ColourSegmenter", tile_size=200,
+                          overlap=OVERLAP, cache=tmp_path)
+    assert len(sr3.store) == 0
+
+
+class WithHulls(ColourSegmenter):
+    """True masks plus, for each building, its bounding rectangle as a second, larger mask
+    (as FastSAM returns nested parts: a roof section inside a building inside a compound)."""
+
+    def __call__(self, images):
+        out = []
+        for inst in super().__call__(images):
+            boxes = np.concatenate([inst.boxes, inst.boxes])
+            crops = inst.crops + tuple(np.ones_like(c) for c in inst.crops)
+            out.append(Instances(boxes, np.r_[inst.scores, inst.scores * 0.5], crops, inst.shape))
+        return out
+
+
+def test_background_points_remove_masks(scene):
+    sc, tif = scene
+    big = sc.truth_map()[0]  # an L-shape: its bounding rectangle also covers the notch
+    rect = shapely.box(*big.bounds)
+    notch = rect.difference(big).representative_point()
+    inside = big.representative_point()
+    sr = SegmentedRaster(tif, segmenter=WithHulls(), tile_size=1024, overlap=OVERLAP)
+    both = sr.prompt([PointPrompt(inside.x, inside.y)]).geometry[0]
+    assert both.symmetric_difference(rect).area < 1e-6  # union of the building and its rectangle
+    grouped = sr.prompt([PointPrompt(inside.x, inside.y, group="a"), PointPrompt(notch.x, notch.y, label=0, group="a")])
+    assert grouped.found[0] and grouped.geometry[0].symmetric_difference(big).area < 1e-6  # rectangle removed
+    # an ungrouped background point applies to every point prompt of the call
+    other = sc.truth_map()[4].representative_point()
+    glob = sr.prompt([PointPrompt(inside.x, inside.y), PointPrompt(notch.x, notch.y, label=0),
+                      PointPrompt(other.x, other.y)])
+    assert list(glob.prompt_id) == [0, 2]
+    assert glob.geometry[0].symmetric_difference(big).area < 1e-6
+    # a group whose background point hits the building itself selects nothing
+    none = sr.prompt([PointPrompt(inside.x, inside.y, group=1), PointPrompt(inside.x + 0.3, inside.y, label=0,
+                                                                             group=1)])
+    assert not none.found[0]
+
+
+def test_a_prompt_that_finds_nothing_keeps_its_row(scene):
+    sc, tif = scene
+    t = sc.transform
+    empty_x, empty_y = t @ (2, 2)  # background corner
+    b = sc.truth_map()[3].representative_point()
+    with pytest.warns(UserWarning, match=r"selected no object: prompt_id \[0\]"):
+        gdf = segment_raster(tif, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP,
+                             prompts=[PointPrompt(empty_x, empty_y), PointPrompt(b.x, b.y)])
+    assert list(gdf.found) == [False, True] and gdf.geometry[0].is_empty
+
+
+@pytest.mark.parametrize("prompt,match", [
+    (PointPrompt(0.0, 0.0), r"prompt 0 \(point \(0, 0\)\) lies outside the raster, whose bounds are"),
+    (BoxPrompt(1.0, 1.0, 2.0, 2.0, crs="EPSG:4326"), r"prompt 0 \(box .* in EPSG:4326\) lies outside"),
+])
+def test_prompt_outside_the_raster(scene, prompt, match):
+    _, tif = scene
+    with pytest.raises(PromptError, match=match):
+        segment_raster(tif, segmenter=ColourSegmenter(), prompts=[prompt])
+
+
+def test_bad_prompts():
+    with pytest.raises(CRSError, match="unknown CRS"):
+        parse_crs("EPSG:999999")
+    with pytest.raises(PromptError, match="label must be 1"):
+        PointPrompt(1, 2, label=2)
+    with pytest.raises(PromptError, match="min < max"):
+        BoxPrompt(3, 0, 1, 1)
+    with pytest.raises(PromptError, match="empty"):
+        TextPrompt("  ")
+
+
+def test_unknown_prompt_crs(scene):
+    _, tif = scene
+    with pytest.raises(CRSError, match="unknown CRS 'EPSG:999999'"):
+        segment_raster(tif, segmenter=ColourSegmenter(), prompts=[PointPrompt(1, 2, crs="EPSG:999999")])
+
+
+def test_box_larger_than_a_tile_picks_the_big_building(scene):
+    sc, tif = scene
+    big = sc.truth_map()[0]
+    gdf = segment_raster(tif, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP,
+                         prompts=[BoxPrompt(*big.bounds)])
+    assert gdf.geometry[0].symmetric_difference(big).area < 1e-6
+    assert shapely.get_num_interior_rings(gdf.geometry[0]) == 0
