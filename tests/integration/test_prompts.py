@@ -49,7 +49,7 @@ def test_points_in_4326_and_boxes_in_3857_on_a_utm_raster(scene):
         return len(list(grid.intersecting(tuple(int(v) for v in b)))) > 1
 
     seam = [k for k in range(1, len(truth)) if crossing(k)]
-    picks = [0] + seam[:6]  # the big building (larger than a tile) + six cut by seams
+    picks = [0, *seam[:6]]  # the big building (larger than a tile) + six cut by seams
     assert len(picks) == 7
     pts = [truth[k].representative_point() for k in picks]
     lon, lat = to("EPSG:4326", [p.x for p in pts], [p.y for p in pts], sc.crs)
