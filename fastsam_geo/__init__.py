@@ -13,10 +13,14 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "segment_raster": "api",
+    "SegmentedRaster": "session",
+    "PointPrompt": "prompts",
+    "BoxPrompt": "prompts",
+    "TextPrompt": "prompts",
     "evaluate": "api",
     "train": "training",
     "raster_info": "api",
-    "load_segmenter": "api",
+    "load_segmenter": "models",
     "MaskSet": "types",
     "Instances": "types",
     "Progress": "types",
@@ -30,15 +34,19 @@ _EXPORTS = {
 }
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
-    "segment_raster", "evaluate", "train", "raster_info", "load_segmenter", "plan_tiles",
+    "segment_raster", "SegmentedRaster", "PointPrompt", "BoxPrompt", "TextPrompt",
+    "evaluate", "train", "raster_info", "load_segmenter", "plan_tiles",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
     "FastSAMGeoError", "EmptyResultWarning",
 ]
 
 if TYPE_CHECKING:
-    from .api import evaluate, load_segmenter, raster_info, segment_raster
+    from .api import evaluate, raster_info, segment_raster
     from .engine import FastSAMSegmenter
     from .errors import EmptyResultWarning, FastSAMGeoError
+    from .models import load_segmenter
+    from .prompts import BoxPrompt, PointPrompt, TextPrompt
+    from .session import SegmentedRaster
     from .tiling import plan_tiles
     from .training import train
     from .types import Instances, MaskSet, Progress, RasterInfo, Segmenter, Tile

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .masks import Box, crop_window, intersect, window_iou
+from .masks import Box, crop_window, intersect
 from .tiling import TileGrid
 from .types import Instances, MergedObject, Tile
 
@@ -147,30 +147,61 @@ class SeamMerger:
                 x1 - m if x1 < self.grid.width else x1, y1 - m if y1 < self.grid.height else y1)
 
     def _match(self, new: list[int], tile: Tile, old: list[int], nb: Tile) -> None:
+        """Greedy one-to-one matching of two neighbours' candidates by IoU where both see them.
+
+        Pairs are pruned before any pixel is touched: their boxes must meet inside the shared
+        window and their areas there must allow the IoU threshold; the IoU itself is counted
+        on the boxes' intersection only, so hundreds of candidates per tile stay cheap.
+        """
         wins = _match_windows(tile, nb)
         if wins is None:
             return
         wa, wb = wins
-        a_ids = [c for c in new if intersect(self._cands[c].box, wa)]
-        b_ids = [c for c in old if intersect(self._cands[c].box, wb)]
-        if not a_ids or not b_ids:
+        dx, dy = wa[0] - wb[0], wa[1] - wb[1]  # frame of wb -> frame of wa (0 unless overlap is 0)
+        a = self._in_window(new, wa, 0, 0)
+        b = self._in_window(old, wb, dx, dy)
+        if not a or not b:
             return
-        a_masks = [crop_window(self._cands[c].crop, self._cands[c].box, wa) for c in a_ids]
-        b_masks = [crop_window(self._cands[c].crop, self._cands[c].box, wb) for c in b_ids]
+        ab = np.array([x[1] for x in a])
+        bb = np.array([x[1] for x in b])
+        aa = np.array([x[2] for x in a], dtype=float)
+        ba = np.array([x[2] for x in b], dtype=float)
+        ix0 = np.maximum(ab[:, None, 0], bb[None, :, 0])
+        iy0 = np.maximum(ab[:, None, 1], bb[None, :, 1])
+        ix1 = np.minimum(ab[:, None, 2], bb[None, :, 2])
+        iy1 = np.minimum(ab[:, None, 3], bb[None, :, 3])
+        bound = np.minimum(aa[:, None], ba[None, :]) / np.maximum(aa[:, None], ba[None, :])
+        cand = (ix1 > ix0) & (iy1 > iy0) & (bound >= self.match_iou)
         pairs = []
-        for i, am in enumerate(a_masks):
-            for j, bm in enumerate(b_masks):
-                if intersect(self._cands[a_ids[i]].box, self._cands[b_ids[j]].box) is None and wa == wb:
-                    continue
-                iou = window_iou(am, bm)
-                if iou >= self.match_iou:
-                    pairs.append((iou, i, j))
+        for i, j in zip(*np.nonzero(cand)):
+            ca, cb = self._cands[a[i][0]], self._cands[b[j][0]]
+            x0, y0, x1, y1 = int(ix0[i, j]), int(iy0[i, j]), int(ix1[i, j]), int(iy1[i, j])
+            ma = ca.crop[y0 - ca.box[1]:y1 - ca.box[1], x0 - ca.box[0]:x1 - ca.box[0]]
+            mb = cb.crop[y0 - dy - cb.box[1]:y1 - dy - cb.box[1], x0 - dx - cb.box[0]:x1 - dx - cb.box[0]]
+            inter = np.count_nonzero(ma & mb)
+            iou = inter / (aa[i] + ba[j] - inter)
+            if iou >= self.match_iou:
+                pairs.append((iou, i, j))
         used_a, used_b = set(), set()
         for _, i, j in sorted(pairs, reverse=True):
             if i not in used_a and j not in used_b:
                 used_a.add(i)
                 used_b.add(j)
-                self._union(a_ids[i], b_ids[j])
+                self._union(a[i][0], b[j][0])
+
+    def _in_window(self, ids: list[int], win: Box, dx: int, dy: int) -> list[tuple[int, Box, int]]:
+        """(id, box within ``win`` shifted by (dx, dy), pixels within ``win``) of candidates there."""
+        out = []
+        for c in ids:
+            cand = self._cands[c]
+            ib = intersect(cand.box, win)
+            if ib is None:
+                continue
+            x0, y0 = cand.box[:2]
+            n = int(np.count_nonzero(cand.crop[ib[1] - y0:ib[3] - y0, ib[0] - x0:ib[2] - x0]))
+            if n:
+                out.append((c, (ib[0] + dx, ib[1] + dy, ib[2] + dx, ib[3] + dy), n))
+        return out
 
     def _find(self, c: int) -> int:
         root = c

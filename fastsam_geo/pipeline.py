@@ -7,6 +7,8 @@ seam candidates the merger holds (about one row of tiles), never by the raster's
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +46,7 @@ class RunStats:
     tiles: int = 0
     tiles_skipped: int = 0
     tiles_cached: int = 0
+    prepare_seconds: float = 0.0
     instances: int = 0
     objects: int = 0
     segment_seconds: float = 0.0
@@ -53,37 +56,37 @@ class RunStats:
 
 
 def iter_batches(reader: TileReader, tiles: Sequence[Tile], batch_size: int, stats: RunStats,
-                 ready: list[tuple[Tile, Instances]], store: TileStore | None = None,
-                 index: Callable[[Tile], int] | None = None
-                 ) -> Iterator[tuple[list[Tile], list[np.ndarray], list[np.ndarray]]]:
-    """Read ``tiles`` in order and yield batches of the ones the model must see.
-
-    Tiles already in ``store`` are not read: their instances are appended to ``ready``, as
-    are fully masked tiles (with no instances; they are never sent to the model).
+                 store: TileStore | None = None, index: Callable[[Tile], int] | None = None,
+                 stop: threading.Event | None = None) -> Iterator[tuple]:
+    """Read ``tiles`` in order; yield ``("ready", tile, instances)`` for tiles that need no
+    model (cached in ``store``, or fully masked: never sent to the model) and
+    ``("batch", tiles, images, valids)`` for batches the model must see.
     """
     batch: tuple[list, list, list] = ([], [], [])
     for tile in tiles:
+        if stop is not None and stop.is_set():
+            return
         if store is not None and index is not None:
             cached = store.get(index(tile))
             if cached is not None:
                 stats.tiles_cached += 1
-                ready.append((tile, cached))
+                yield ("ready", tile, cached)
                 continue
         t0 = time.perf_counter()
         image, valid = reader.read(tile)
         stats.read_seconds += time.perf_counter() - t0
         if not valid.any():
             stats.tiles_skipped += 1
-            ready.append((tile, Instances.empty((tile.height, tile.width))))
+            yield ("ready", tile, Instances.empty((tile.height, tile.width)))
             continue
         batch[0].append(tile)
         batch[1].append(image)
         batch[2].append(valid)
         if len(batch[0]) == batch_size:
-            yield batch
+            yield ("batch", *batch)
             batch = ([], [], [])
     if batch[0]:
-        yield batch
+        yield ("batch", *batch)
 
 
 def segment_tiles(segmenter: SegmentFn, images: list[np.ndarray]) -> list[MaskSet | Instances]:
@@ -94,82 +97,205 @@ def segment_tiles(segmenter: SegmentFn, images: list[np.ndarray]) -> list[MaskSe
     return results
 
 
+def staged(segmenter: object) -> bool:
+    """Whether a segmenter exposes ``prepare`` / ``infer`` / ``decode`` stages to overlap."""
+    return all(callable(getattr(segmenter, m, None)) for m in ("prepare", "infer", "decode"))
+
+
+_DONE = object()
+
+
+class _Worker(threading.Thread):
+    """A stage thread feeding a bounded queue; its exception is handed to the consumer."""
+
+    def __init__(self, fn: Callable[[Callable[[object], None]], None], maxsize: int, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.queue: queue.Queue = queue.Queue(maxsize)
+        self.fn, self.stop = fn, stop
+
+    def put(self, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def run(self) -> None:
+        try:
+            self.fn(self.put)
+        except BaseException as exc:  # re-raised in the consumer thread
+            self.put(("error", exc))
+        self.put(_DONE)
+
+    def items(self) -> Iterator:
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if item[0] == "error":
+                raise item[1]
+            yield item
+
+    def ready(self) -> Iterator:
+        """What the worker has finished so far, without waiting."""
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is _DONE:
+                self.queue.put(_DONE)  # leave the end marker for items()
+                return
+            if item[0] == "error":
+                raise item[1]
+            yield item
+
+
 def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, batch_size: int = 4,
                  min_area: int = 16, progress: ProgressCallback | None = None,
                  merger: SeamMerger | None = None, stats: RunStats | None = None,
                  tiles: Sequence[Tile] | None = None, regions: list[tuple[int, int, int, int]] | None = None,
-                 store: TileStore | None = None) -> Iterator[list[MergedObject]]:
+                 store: TileStore | None = None, finish: Callable[[list[MergedObject]], object] | None = None,
+                 threads: bool = True) -> Iterator:
     """Segment ``tiles`` (default: the whole grid) and yield merged objects (raster pixels).
 
     Objects cut by seams are merged across tiles; each is yielded once, as soon as every
     tile it touches has been processed. When only some ``tiles`` are asked for, the
     neighbours needed to finish the objects reaching into ``regions`` (raster-pixel boxes;
     default: the asked tiles) are segmented too, so those objects come out whole. Tiles
-    found in ``store`` are not read or segmented; new results are put there. ``progress`` is
-    called after each batch; if it returns False the run stops with
+    found in ``store`` are not read or segmented; new results are put there.
+
+    With ``threads`` the work runs in three overlapping stages: a reader thread reads (and,
+    for staged segmenters, letterboxes) the next batch, the calling thread runs the network,
+    and a post thread decodes masks, merges seams and applies ``finish`` (e.g. vectorising)
+    to each list of finished objects; what is yielded is ``finish``'s result. ``progress``
+    is called after each batch; if it returns False the run stops with
     :class:`~fastsam_geo.errors.Cancelled`.
     """
     stats = stats if stats is not None else RunStats()
     merger = merger or SeamMerger(grid)
+    finish = finish or (lambda objs: objs)
     todo = list(grid) if tiles is None else list(tiles)
     if regions is None and tiles is not None:
         regions = [t.box for t in todo]
-    total, done = len(todo), 0
+    total = len(todo)
+    done = [0]
+    split = staged(segmenter)
+    stop = threading.Event()
 
-    while todo:
-        ready: list[tuple[Tile, Instances]] = []
-        for batch_tiles, images, valids in iter_batches(reader, todo, batch_size, stats, ready, store,
-                                                        grid.index):
-            t0 = time.perf_counter()
-            results = segment_tiles(segmenter, images)
-            t1 = time.perf_counter()
-            stats.segment_seconds += t1 - t0
-            objects = [o for t, inst in ready for o in merger.add(t, inst)]
-            done += len(ready)
-            ready.clear()
+    def read_stage(put):
+        for item in iter_batches(reader, todo, batch_size, stats, store, grid.index, stop):
+            if item[0] == "batch" and split:
+                t0 = time.perf_counter()
+                item = ("batch", item[1], segmenter.prepare(item[2]), item[3])
+                stats.prepare_seconds += time.perf_counter() - t0
+            put(item)
+
+    def network(item):
+        if item[0] != "batch":
+            return item
+        t0 = time.perf_counter()
+        raw = segmenter.infer(item[2]) if split else segment_tiles(segmenter, item[2])
+        stats.segment_seconds += time.perf_counter() - t0
+        return ("batch", item[1], raw, item[3])
+
+    def post(item) -> object:
+        t1 = time.perf_counter()
+        if item[0] == "ready":
+            objects = merger.add(item[1], item[2])
+            done[0] += 1
+        else:
+            _, batch_tiles, raw, valids = item
+            results = segmenter.decode(raw) if split else raw
+            if len(results) != len(batch_tiles):
+                raise SegmenterError(f"segmenter returned {len(results)} results for {len(batch_tiles)} images")
+            objects = []
             for tile, result, valid in zip(batch_tiles, results, valids):
                 inst = to_instances(result, (tile.height, tile.width), valid, min_area=min_area)
                 if store is not None:
                     store.put(grid.index(tile), inst)
                 stats.instances += len(inst)
                 objects.extend(merger.add(tile, inst))
-            done += len(batch_tiles)
-            stats.tiles = done
-            stats.post_seconds += time.perf_counter() - t1
-            if objects:
-                yield objects
-            if progress is not None and progress(Progress(done, total, stats.objects)) is False:
-                raise Cancelled("cancelled")
-        objects = [o for t, inst in ready for o in merger.add(t, inst)]
-        done += len(ready)
-        if objects:
-            yield objects
-        # objects reaching beyond the asked tiles: segment the tiles needed to finish them
-        todo = [grid.tiles[i] for i in sorted(merger.awaited(regions))] if tiles is not None else []
-        total += len(todo)
-        stats.extra["expanded_tiles"] = stats.extra.get("expanded_tiles", 0) + len(todo)
-    stats.tiles = done
+            done[0] += len(batch_tiles)
+        out = finish(objects) if objects else None
+        stats.post_seconds += time.perf_counter() - t1
+        return ("out", out)
+
+    def report(item) -> Iterator:
+        stats.tiles = done[0]
+        if progress is not None and progress(Progress(done[0], total, stats.objects)) is False:
+            raise Cancelled("cancelled")
+        if item[1] is not None:
+            yield item[1]
+
+    try:
+        while todo:
+            if threads:
+                post_in: queue.Queue = queue.Queue(2)
+                reader_thread = _Worker(read_stage, 2, stop)
+                post_thread = _Worker(lambda put, q=post_in: [put(post(i)) for i in iter(q.get, _DONE)], 0, stop)
+                reader_thread.start()
+                post_thread.start()
+                try:
+                    for item in reader_thread.items():
+                        item = network(item)
+                        while True:  # hand over to the post stage; meanwhile yield what it finished
+                            for out in post_thread.ready():
+                                yield from report(out)
+                            try:
+                                post_in.put(item, timeout=0.05)
+                                break
+                            except queue.Full:
+                                continue
+                finally:
+                    while post_thread.is_alive():  # never block on a post stage that has died
+                        try:
+                            post_in.put(_DONE, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                for out in post_thread.items():
+                    yield from report(out)
+                post_thread.join()
+                reader_thread.join()
+            else:
+                for item in iter_batches(reader, todo, batch_size, stats, store, grid.index):
+                    if item[0] == "batch" and split:
+                        item = ("batch", item[1], segmenter.prepare(item[2]), item[3])
+                    yield from report(post(network(item)))
+            # objects reaching beyond the asked tiles: segment the tiles needed to finish them
+            todo = [grid.tiles[i] for i in sorted(merger.awaited(regions))] if tiles is not None else []
+            total += len(todo)
+            stats.extra["expanded_tiles"] = stats.extra.get("expanded_tiles", 0) + len(todo)
+    finally:
+        stop.set()
+    stats.tiles = done[0]
     objects = merger.flush()
     if objects:
-        yield objects
+        yield finish(objects)
     if progress is not None:
-        progress(Progress(done, total, stats.objects))
+        progress(Progress(done[0], total, stats.objects))
 
 
 def run(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, batch_size: int = 4,
         options: VectorOptions = VectorOptions(), progress: ProgressCallback | None = None,
         stats: RunStats | None = None, tiles: Sequence[Tile] | None = None,
         regions: list[tuple[int, int, int, int]] | None = None,
-        store: TileStore | None = None) -> Iterator[tuple[list, list[float]]]:
-    """:func:`iter_objects`, vectorised: yields ``(geometries, scores)`` in the raster's CRS."""
+        store: TileStore | None = None, threads: bool = True) -> Iterator[tuple[list, list[float]]]:
+    """:func:`iter_objects`, vectorised in the post stage: yields ``(geometries, scores)`` in the
+    raster's CRS."""
     stats = stats if stats is not None else RunStats()
     transform = reader.info.transform
-    for objects in iter_objects(reader, grid, segmenter, batch_size=batch_size, min_area=options.min_area,
-                                progress=progress, stats=stats, tiles=tiles, regions=regions, store=store):
-        t0 = time.perf_counter()
+
+    def vectorise(objects):
         geoms, scores = objects_to_records(objects, transform, min_component=options.min_component,
                                            min_hole=options.min_hole, simplify=options.simplify)
         stats.objects += len(geoms)
-        stats.post_seconds += time.perf_counter() - t0
+        return geoms, scores
+
+    for geoms, scores in iter_objects(reader, grid, segmenter, batch_size=batch_size, min_area=options.min_area,
+                                      progress=progress, stats=stats, tiles=tiles, regions=regions, store=store,
+                                      finish=vectorise, threads=threads):
         if geoms:
             yield geoms, scores

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import geopandas as gpd
@@ -24,12 +24,12 @@ from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
 from .errors import EmptyResultWarning, InputError, RasterError
 from .masks import intersect
 from .models import SegmentFn, load_segmenter, segmenter_key
-from .pipeline import RunStats, VectorOptions, iter_objects
+from .pipeline import RunStats, VectorOptions, iter_objects, run, staged
 from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_objects, union
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
 from .types import MergedObject, ProgressCallback
-from .vectorize import mask_to_geometry, objects_to_records
+from .vectorize import mask_to_geometry
 
 COLUMNS = {"score": "float32", "area_m2": "float64"}
 PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
@@ -90,12 +90,8 @@ class SegmentedRaster:
         geoms: list = []
         scores: list[float] = []
         with self.reader:
-            for objects in iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
-                                        min_area=self.options.min_area, progress=progress, stats=stats,
-                                        tiles=tiles, regions=regions, store=self.store):
-                g, s = objects_to_records(objects, self.info.transform, min_component=self.options.min_component,
-                                          min_hole=self.options.min_hole, simplify=self.options.simplify)
-                stats.objects += len(g)
+            for g, s in run(self.reader, self.grid, self._lazy(), batch_size=self._batch(), options=self.options,
+                            progress=progress, stats=stats, tiles=tiles, regions=regions, store=self.store):
                 geoms.extend(g)
                 scores.extend(s)
         if stats.tiles and stats.tiles_skipped == stats.tiles:
@@ -167,11 +163,8 @@ class SegmentedRaster:
                    min_area=self.options.min_area)
         return DiskStore(root, self.path, run)
 
-    def _lazy(self) -> Callable:
-        def call(images):
-            return self.segmenter(images)
-
-        return call
+    def _lazy(self) -> _LazySegmenter:
+        return _LazySegmenter(self)
 
     def _batch(self) -> int:
         if self.batch_size:
@@ -193,7 +186,8 @@ class SegmentedRaster:
 
     def _objects(self, regions, progress, stats) -> list[MergedObject]:
         """Whole merged objects touching the pixel ``regions`` (segmenting only what is missing)."""
-        tiles = {self.grid.index(t): t for r in regions for t in self.grid.intersecting(r)}
+        # the tiles owning the regions' pixels; neighbours join only to finish objects that cross
+        tiles = {self.grid.index(t): t for r in regions for t in self.grid.owning(r)}
         out: list[MergedObject] = []
         with self.reader:
             for objects in iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
@@ -268,6 +262,39 @@ class SegmentedRaster:
              "found": np.asarray([r[2] for r in recs], bool), "score": np.asarray([r[3] for r in recs], np.float32),
              "area_m2": geodesic_areas(geoms, self.info.crs)},
             geometry=gpd.GeoSeries(geoms, crs=self.info.crs), crs=self.info.crs)
+
+
+class _LazySegmenter:
+    """The session's segmenter as three stages, loaded on first use (never for cached tiles).
+
+    A staged segmenter (``prepare``/``infer``/``decode``, like FastSAMSegmenter) is delegated
+    to; a plain callable runs whole in ``infer``.
+    """
+
+    def __init__(self, session: SegmentedRaster):
+        self.session = session
+
+    def prepare(self, images):
+        seg = self.session.segmenter
+        return seg.prepare(images) if staged(seg) else images
+
+    def infer(self, batch):
+        seg = self.session.segmenter
+        if staged(seg):
+            return seg.infer(batch)
+        results = list(seg(batch))
+        if len(results) != len(batch):
+            from .errors import SegmenterError
+
+            raise SegmenterError(f"segmenter returned {len(results)} results for {len(batch)} images")
+        return results
+
+    def decode(self, raw):
+        seg = self.session.segmenter
+        return seg.decode(raw) if staged(seg) else raw
+
+    def __call__(self, images):
+        return self.decode(self.infer(self.prepare(images)))
 
 
 def _grow(box, n):

@@ -113,6 +113,20 @@ class TileGrid:
             for c in cols:
                 yield self.at(r, c)
 
+    def owning(self, box: tuple[int, int, int, int]) -> Iterator[Tile]:
+        """Tiles whose *core* intersects the raster-pixel box: the owners of those pixels.
+
+        A single pixel has exactly one owner, where :meth:`intersecting` may give up to four.
+        """
+        x0, y0, x1, y1 = box
+        xs0 = [self.at(0, c).core[0] for c in range(self.n_cols)]
+        ys0 = [self.at(r, 0).core[1] for r in range(self.n_rows)]
+        cols = range(max(0, bisect.bisect_right(xs0, x0) - 1), bisect.bisect_left(xs0, x1))
+        rows = range(max(0, bisect.bisect_right(ys0, y0) - 1), bisect.bisect_left(ys0, y1))
+        for r in rows:
+            for c in cols:
+                yield self.at(r, c)
+
     @property
     def _w(self) -> int:
         return min(self.tile_size, self.width)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared")) / "data" / "oam_osm"
 AREAS = sorted(p.name for p in DATA.iterdir()) if DATA.exists() else []
 AERIAL_AUG = dict(flipud=0.5, fliplr=0.5, degrees=10.0, scale=0.5, translate=0.1, mosaic=1.0,
-                  hsv_h=0.02, hsv_s=0.6, hsv_v=0.4)
+                  hsv_h=0.02, hsv_s=0.6, hsv_v=0.4, copy_paste=0.3, close_mosaic=20)
 
 
 def score_area(model: Path, area: str, tile_size: int, confs: list[float]) -> dict:
@@ -100,7 +100,7 @@ def main() -> None:
         report["dataset"] = {k: v for k, v in vars(summary).items() if k != "images"}
         hyp = AERIAL_AUG if args.aug == "aerial" else {}
         best = train_yolo(summary.yaml, args.out / "yolo", base=args.base, epochs=args.epochs,
-                          imgsz=args.imgsz, batch=args.batch, seed=args.seed, **hyp)
+                          imgsz=args.imgsz, batch=args.batch, seed=args.seed, val=args.val_fraction > 0, **hyp)
         report["train_minutes"] = round((time.perf_counter() - t0) / 60, 1)
         export_checkpoint(best, model, name="buildings-nano", arch="yolov8n-seg", imgsz=args.imgsz,
                           tile_size=args.tile_size, conf=args.conf, iou=args.iou, classes=["building"],

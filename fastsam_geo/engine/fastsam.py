@@ -17,6 +17,7 @@ import hashlib
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,25 @@ from ..errors import ModelError
 from ..types import Instances
 from ._torch import _quiet_ultralytics, _torch, pick_device
 from .weights import resolve_weights
+
+
+@dataclass
+class Prepared:
+    """A letterboxed batch on the device, with each image's ``(scale, pad_x, pad_y)`` and size."""
+
+    tensor: Any
+    geo: list[tuple[float, float, float]]
+    shapes: list[tuple[int, int]]
+
+
+@dataclass
+class Raw:
+    """Network output for a batch: ``preds`` ``(B, 4 + nc + nm, A)``, ``protos`` ``(B, nm, S/4, S/4)``."""
+
+    preds: Any
+    protos: Any
+    geo: list[tuple[float, float, float]]
+    shapes: list[tuple[int, int]]
 
 
 class FastSAMSegmenter:
@@ -84,12 +104,47 @@ class FastSAMSegmenter:
     def __call__(self, images: list[np.ndarray]) -> list[Instances]:
         out: list[Instances] = []
         for i in range(0, len(images), self.batch_size):
-            out.extend(self._run(images[i:i + self.batch_size]))
+            out.extend(self.decode(self.infer(self.prepare(images[i:i + self.batch_size]))))
         return out
 
     def __repr__(self) -> str:
         return (f"FastSAMSegmenter({self.path.name!r}, device={self.device!r}, imgsz={self.imgsz}, "
                 f"conf={self.conf}, iou={self.iou})")
+
+    # The three stages, so a pipeline can overlap them: prepare the next batch and decode the
+    # previous one while the network runs (``__call__`` simply chains them).
+
+    def prepare(self, images: Sequence[np.ndarray]) -> Prepared:
+        """Letterbox ``(H, W, 3) uint8`` RGB images into one ``(B, 3, S, S)`` tensor on the device."""
+        x, geo = self.preprocess(images)
+        return Prepared(x, geo, [im.shape[:2] for im in images])
+
+    def infer(self, prepared: Prepared) -> Raw:
+        """The network on a prepared batch (halved and retried on CUDA out-of-memory)."""
+        torch = _torch()
+        try:
+            with torch.inference_mode():
+                preds, protos = self.model(prepared.tensor)[0]
+            return Raw(preds, protos, prepared.geo, prepared.shapes)
+        except torch.cuda.OutOfMemoryError:
+            n = prepared.tensor.shape[0]
+            if n == 1:
+                raise ModelError("out of GPU memory on a single tile; use a smaller --tile-size "
+                                 "or --device cpu") from None
+            torch.cuda.empty_cache()
+            self.batch_size = max(1, n // 2)
+            h = n // 2
+            a = self.infer(Prepared(prepared.tensor[:h], prepared.geo[:h], prepared.shapes[:h]))
+            b = self.infer(Prepared(prepared.tensor[h:], prepared.geo[h:], prepared.shapes[h:]))
+            return Raw(torch.cat([a.preds, b.preds]), torch.cat([a.protos, b.protos]), a.geo + b.geo,
+                       a.shapes + b.shapes)
+
+    def decode(self, raw: Raw) -> list[Instances]:
+        """Network output -> native-resolution :class:`Instances`, one per image."""
+        torch = _torch()
+        with torch.inference_mode():
+            return [self._postprocess(raw.preds[i], raw.protos[i], raw.shapes[i], raw.geo[i])
+                    for i in range(len(raw.shapes))]
 
     def forward(self, batch: Any) -> Any:
         """The bare network on a preprocessed ``(B, 3, S, S)`` tensor (for benchmarks)."""
@@ -116,29 +171,12 @@ class FastSAMSegmenter:
             resized = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
             py, px = (s - nh) // 2, (s - nw) // 2
             batch[i, py:py + nh, px:px + nw] = resized
-            geo.append((nw / w, float(px), float(py)))  # x scale (== y scale up to rounding)
+            geo.append((r, float(px), float(py)))
         t = torch.from_numpy(batch).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         t = t.half() if self.half else t.float()
         return t.div_(255.0), geo
 
     # -- internals ----------------------------------------------------------------------------
-
-    def _run(self, images: list[np.ndarray]) -> list[Instances]:
-        torch = _torch()
-        x, geo = self.preprocess(images)
-        try:
-            with torch.inference_mode():
-                preds, protos = self.model(x)[0]
-                return [self._postprocess(preds[i], protos[i], img.shape[:2], geo[i])
-                        for i, img in enumerate(images)]
-        except torch.cuda.OutOfMemoryError:
-            if len(images) == 1:
-                raise ModelError("out of GPU memory on a single tile; use a smaller --tile-size "
-                                 "or --device cpu") from None
-            torch.cuda.empty_cache()
-            self.batch_size = max(1, len(images) // 2)
-            half = len(images) // 2
-            return self._run(images[:half]) + self._run(images[half:])
 
     def _postprocess(self, pred: Any, proto: Any, shape: tuple[int, int],
                      geo: tuple[float, float, float]) -> Instances:
@@ -173,18 +211,15 @@ class FastSAMSegmenter:
         ib = torch.stack([nboxes[:, 0].floor(), nboxes[:, 1].floor(),
                           nboxes[:, 2].ceil(), nboxes[:, 3].ceil()], 1).long().cpu().numpy()
         nm, ph, pw = proto.shape
-        logits = (coef @ proto.float().view(nm, -1)).view(-1, 1, ph, pw)  # (N, 1, ph, pw)
-        sin = float(self.imgsz)
+        logits = (coef @ proto.float().view(nm, -1)).view(-1, ph, pw)  # (N, ph, pw)
+        stride = self.imgsz / ph  # input pixels per prototype pixel (4 for YOLOv8-seg)
         crops, out_boxes, out_scores = [], [], []
         for i, (x0, y0, x1, y1) in enumerate(ib.tolist()):
             if x1 <= x0 or y1 <= y0:
                 continue
-            # sample the prototype logits at the centres of the native pixels of the box
-            gx = ((torch.arange(x0, x1, device=logits.device) + 0.5) * r + px) * (2 / sin) - 1
-            gy = ((torch.arange(y0, y1, device=logits.device) + 0.5) * r + py) * (2 / sin) - 1
-            grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], -1)[None]
-            m = torch.nn.functional.grid_sample(logits[i:i + 1], grid.to(logits.dtype), mode="bilinear",
-                                                align_corners=False)[0, 0] > 0
+            ry, ys = _interp_weights(y0, y1, r, py, stride, ph, logits.device)
+            rx, xs = _interp_weights(x0, x1, r, px, stride, pw, logits.device)
+            m = (ry @ logits[i, ys[0]:ys[1], xs[0]:xs[1]] @ rx.T) > 0
             crops.append(m.cpu().numpy())
             out_boxes.append((x0, y0, x1, y1))
             out_scores.append(float(sc[i]))
@@ -209,3 +244,26 @@ class FastSAMSegmenter:
         return f"{h.hexdigest()[:16]}-s{self.imgsz}-c{self.conf:g}-i{self.iou:g}-m{self.max_det}"
 
 
+
+
+def _interp_weights(a: int, b: int, scale: float, pad: float, stride: float, size: int, device):
+    """Bilinear weights mapping prototype pixels to native pixels ``a..b-1`` along one axis.
+
+    Native pixel centre ``u + 0.5`` sits at input pixel ``(u + 0.5) * scale + pad`` and at
+    prototype coordinate ``that / stride - 0.5`` (align_corners=False, borders clamped): the
+    same sampling as upsampling the whole prototype map and cropping, done for the box only.
+    Returns ``(W, (lo, hi))``: ``W`` is ``(b - a, hi - lo)`` over prototype rows ``lo..hi-1``.
+    """
+    torch = _torch()
+    u = torch.arange(a, b, device=device, dtype=torch.float32)
+    q = ((u + 0.5) * scale + pad) / stride - 0.5
+    q = q.clamp(0, size - 1)
+    q0 = q.floor().long()
+    q1 = (q0 + 1).clamp(max=size - 1)
+    w1 = q - q0.float()
+    lo, hi = int(q0.min()), int(q1.max()) + 1
+    weights = torch.zeros((b - a, hi - lo), device=device)
+    rows = torch.arange(b - a, device=device)
+    weights.index_put_((rows, q0 - lo), 1 - w1, accumulate=True)
+    weights.index_put_((rows, q1 - lo), w1, accumulate=True)
+    return weights, (lo, hi)

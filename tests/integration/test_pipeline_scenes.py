@@ -212,3 +212,34 @@ def test_bbox_segments_only_the_tiles_it_touches(tmp_path):
     assert len(big) == 1 and big.geometry[0].symmetric_difference(scene.truth_map()[0]).area < 1e-6
     with pytest.raises(InputError, match="outside the raster"):
         segment_raster(path, segmenter=seg, bbox=(0, 0, 1, 1))
+
+
+def test_threaded_and_sequential_runs_agree(tmp_path):
+    from fastsam_geo.pipeline import VectorOptions, run
+    scene = scene_for("utm", seed=12)
+    path = write_scene(scene, tmp_path / "scene.tif")
+    grid = plan_tiles(740, 620, TILE, OVERLAP, scene.transform)
+    out = {}
+    for threads in (True, False):
+        with TileReader(path) as reader:
+            geoms = [g for gs, _ in run(reader, grid, ColourSegmenter(), batch_size=3, options=VectorOptions(),
+                                        threads=threads) for g in gs]
+        out[threads] = sorted(g.wkb for g in geoms)
+    assert out[True] == out[False] and len(out[True]) == len(scene.footprints)
+
+
+def test_a_failing_segmenter_raises_instead_of_hanging(tmp_path):
+    scene = scene_for("utm")
+    path = write_scene(scene, tmp_path / "scene.tif")
+    calls = []
+
+    def broken(images):
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise RuntimeError("CUDA error: device-side assert")
+        return ColourSegmenter()(images)
+
+    out = tmp_path / "o.gpkg"
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        segment_raster(path, segmenter=broken, tile_size=TILE, overlap=OVERLAP, batch_size=2, output=out)
+    assert not out.exists()

@@ -87,3 +87,19 @@ def test_intersecting_and_neighbours():
 def test_bad_tiling_parameters(t, o, match):
     with pytest.raises(InputError, match=match):
         plan_tiles(1000, 1000, t, o)
+
+
+@settings(max_examples=100, deadline=None)
+@given(grids(), st.data())
+def test_every_pixel_has_exactly_one_owner(args, data):
+    w, h, t, o = args
+    g = plan_tiles(w, h, t, o)
+    x, y = data.draw(st.integers(0, w - 1)), data.draw(st.integers(0, h - 1))
+    owners = list(g.owning((x, y, x + 1, y + 1)))
+    assert len(owners) == 1
+    x0, y0, x1, y1 = owners[0].core
+    assert x0 <= x < x1 and y0 <= y < y1
+    box = (max(0, x - 40), max(0, y - 40), min(w, x + 40), min(h, y + 40))
+    expected = {(tl.row, tl.col) for tl in g if tl.core[0] < box[2] and box[0] < tl.core[2]
+                and tl.core[1] < box[3] and box[1] < tl.core[3]}
+    assert {(tl.row, tl.col) for tl in g.owning(box)} == expected
