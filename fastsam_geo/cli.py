@@ -135,7 +135,7 @@ def main(debug: bool) -> None:
 def segment(raster, output, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou,
             imgsz, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, quiet):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
-    from .api import load_segmenter, raster_info, segment_raster
+    from .api import SegmentedRaster, load_segmenter, raster_info
     from .io import check_output, read_prompts
     from .pipeline import RunStats
     from .prompts import TextPrompt, parse_box, parse_point
@@ -163,15 +163,18 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
     stats = RunStats()
     t0 = time.perf_counter()
     try:
-        gdf = segment_raster(raster, segmenter=seg, tile_size=tile_size, overlap=overlap,
-                             bands=_int_list(bands, "--bands"), stretch=stretch, batch_size=batch_size,
-                             min_area=min_area, simplify=simplify, output=output, progress=bar,
-                             stats=stats, prompts=prompts or None, bbox=area, bbox_crs=prompt_crs,
-                             cache=cache, text_embedder=clip, device=device)
+        sr = SegmentedRaster(raster, segmenter=seg, tile_size=tile_size, overlap=overlap,
+                             bands=_int_list(bands, "--bands"), stretch=stretch, device=device, min_area=min_area,
+                             simplify=simplify, cache=cache, batch_size=batch_size, text_embedder=clip)
+        if prompts:
+            gdf = sr.prompt(prompts, progress=bar, output=output, stats=stats)
+            what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"
+        else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
+            n = sr.segment_to_file(output, bbox=area, bbox_crs=prompt_crs, progress=bar, stats=stats)
+            what = f"{n} objects"
     finally:
         bar.close()
     if not quiet:
-        what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects" if prompts else f"{len(gdf)} objects"
         click.echo(f"{what} from {stats.tiles} tiles ({stats.tiles_cached} cached, {stats.tiles_skipped} empty) "
                    f"in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
 

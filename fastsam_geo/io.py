@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import pyogrio
+import shapely
 from pyproj import CRS
 
 from .errors import InputError, OutputError
@@ -60,39 +63,13 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = True) -> str:
 def write(gdf: gpd.GeoDataFrame, path: str | os.PathLike, *, layer: str | None = None) -> Path:
     """Write ``gdf`` to ``path`` in the format its extension names, atomically.
 
-    Mixed Polygon/MultiPolygon layers are promoted to MultiPolygon for formats with a
-    single geometry type; an empty frame still writes a valid layer with its schema.
+    Same rules as :func:`write_stream` (it is one batch of it): GeoPackage and FlatGeobuf
+    layers are MultiPolygon; an empty frame still writes a valid layer with its schema.
     """
-    driver = check_output(path)
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-    try:
-        if driver == "Parquet":
-            gdf.to_parquet(tmp, index=False, geometry_encoding="WKB", write_covering_bbox=True)
-        else:
-            kwargs: dict = {"driver": driver}
-            if driver == "GPKG":
-                kwargs["layer"] = layer or path.stem
-            types = set(gdf.geom_type.dropna()) if len(gdf) else set()
-            if len(gdf) == 0:
-                kwargs["geometry_type"] = "Polygon"
-            elif len(types) > 1 and driver in ("GPKG", "FlatGeobuf"):
-                kwargs["promote_to_multi"] = True
-            if driver == "FlatGeobuf":
-                kwargs["SPATIAL_INDEX"] = "YES"
-            pyogrio.write_dataframe(gdf, tmp, **kwargs)
-        os.replace(tmp, path)
-    except Exception as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if isinstance(exc, OutputError):
-            raise
-        raise OutputError(f"{path}: could not write {driver} ({exc})") from exc
-    finally:
-        for side in (tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
-            with contextlib.suppress(OSError):
-                side.unlink()
-    return path
+    columns = {c: str(gdf[c].dtype) for c in gdf.columns if c != gdf.geometry.name}
+    batch = (list(gdf.geometry.values), {c: gdf[c].to_numpy() for c in columns})
+    write_stream(iter([batch]), path, gdf.crs, columns, layer=layer)
+    return Path(path)
 
 
 def read_vector(path: str | os.PathLike, *, layer: str | None = None) -> gpd.GeoDataFrame:
@@ -149,3 +126,80 @@ def read_prompts(path: str | os.PathLike, *, layer: str | None = None) -> list:
             raise PromptError(f"{path}: feature {i} is a {g.geom_type}; prompts must be points "
                               "(clicks) or polygons (boxes)")
     return out
+
+
+def write_stream(batches: Iterator[tuple[list, dict[str, np.ndarray]]], path: str | os.PathLike, crs: CRS,
+                 columns: dict[str, str], *, layer: str | None = None) -> int:
+    """Write ``(geometries, {column: values})`` batches to ``path`` as they arrive; return the count.
+
+    Nothing is held beyond one batch, so output size does not limit memory. GeoPackage and
+    FlatGeobuf layers are MultiPolygon (Polygons promoted, one schema for the whole stream);
+    GeoParquet and GeoJSON keep each geometry's own type. Written to a temporary file and
+    renamed when complete: a failure (re-raised as it was) leaves no partial file.
+    """
+    import pyarrow as pa
+
+    driver = check_output(path)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    types = {name: pa.string() if dtype in ("object", "str", "string") else pa.from_numpy_dtype(np.dtype(dtype))
+             for name, dtype in columns.items()}
+    fields = [pa.field(name, t) for name, t in types.items()]
+    wkb_meta = {b"ARROW:extension:name": b"geoarrow.wkb"}
+    schema = pa.schema([*fields, pa.field("geometry", pa.binary(), metadata=wkb_meta)])
+    multi = driver in ("GPKG", "FlatGeobuf")
+    count = [0]
+    failure: list[BaseException] = []
+
+    def record_batches():
+        try:
+            for geoms, values in batches:
+                if not geoms:
+                    continue
+                arr = np.asarray(geoms, dtype=object)
+                arr[shapely.is_missing(arr) | shapely.is_empty(arr)] = None  # empty -> null geometry
+                if multi:
+                    single = shapely.get_type_id(arr) == 3  # Polygon
+                    arr[single] = [shapely.MultiPolygon([g]) for g in arr[single]]
+                count[0] += len(arr)
+                cols = [pa.array(list(values[name]) if types[name] == pa.string() else np.asarray(values[name]),
+                                 type=types[name]) for name in columns]
+                yield pa.record_batch([*cols, pa.array(shapely.to_wkb(arr))], schema=schema)
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+
+    try:
+        if driver == "Parquet":
+            _write_geoparquet_stream(record_batches(), schema, tmp, crs)
+        else:
+            reader = pa.RecordBatchReader.from_batches(schema, record_batches())
+            kwargs = {"layer": layer or path.stem} if driver == "GPKG" else {}
+            if driver == "FlatGeobuf":
+                kwargs["layer_options"] = {"SPATIAL_INDEX": "YES"}
+            pyogrio.write_arrow(reader, tmp, driver=driver, geometry_name="geometry",
+                                geometry_type="MultiPolygon" if multi else "Unknown", crs=crs.to_wkt(), **kwargs)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if failure:
+            raise failure[0] from None
+        if isinstance(exc, OutputError | KeyboardInterrupt):
+            raise
+        raise OutputError(f"{path}: could not write {driver} ({exc})") from exc
+    return count[0]
+
+
+def _write_geoparquet_stream(batches, schema, path: Path, crs: CRS) -> None:
+    """GeoParquet 1.1 (WKB) written one row group per batch, with its ``geo`` metadata."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    geo = {"version": "1.1.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": [], "crs": crs.to_json_dict()}}}
+    schema = schema.with_metadata({b"geo": json.dumps(geo).encode()})
+    with pq.ParquetWriter(path, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch.replace_schema_metadata(schema.metadata))

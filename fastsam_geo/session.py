@@ -29,7 +29,7 @@ from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_obj
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
 from .types import MergedObject, ProgressCallback
-from .vectorize import mask_to_geometry
+from .vectorize import mask_to_geometry, objects_to_records
 
 COLUMNS = {"score": "float32", "area_m2": "float64"}
 PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
@@ -108,6 +108,46 @@ class SegmentedRaster:
         if output is not None:
             io.write(gdf, output)
         return gdf
+
+    def segment_to_file(self, output: str | os.PathLike, *, bbox: tuple[float, float, float, float] | None = None,
+                        bbox_crs: object = None, progress: ProgressCallback | None = None,
+                        stats: RunStats | None = None) -> int:
+        """Like :meth:`segment`, but polygons stream to ``output`` as tiles finish (nothing held
+        in memory beyond a batch); returns how many were written. For rasters whose result
+        would not fit in memory, and what the CLI uses."""
+        io.check_output(output)
+        stats = stats if stats is not None else RunStats()
+        tiles = regions = area = None
+        if bbox is not None:
+            tiles, area, pix = self._bbox(bbox, bbox_crs)
+            regions = [pix]
+        crs, transform, opts = self.info.crs, self.info.transform, self.options
+
+        def vectorise(objects):  # runs in the pipeline's post thread
+            geoms, scores = objects_to_records(objects, transform, min_component=opts.min_component,
+                                               min_hole=opts.min_hole, simplify=opts.simplify)
+            if area is not None and geoms:
+                keep = shapely.intersects(np.asarray(geoms, dtype=object), area)
+                geoms = [g for g, k in zip(geoms, keep) if k]
+                scores = [v for v, k in zip(scores, keep) if k]
+            stats.objects += len(geoms)
+            arr = np.asarray(geoms, dtype=object)
+            return geoms, {"score": np.asarray(scores, np.float32), "area_m2": geodesic_areas(arr, crs)}
+
+        def batches():
+            yield from iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
+                                    min_area=opts.min_area, progress=progress, stats=stats, tiles=tiles,
+                                    regions=regions, store=self.store, finish=vectorise)
+            if stats.tiles and stats.tiles_skipped == stats.tiles:  # raised before the file is renamed
+                raise RasterError(f"{self.path}: every pixel {'in the bbox ' if area else ''}is nodata or "
+                                  "masked; nothing to segment")
+
+        with self.reader:
+            n = io.write_stream(batches(), output, crs, COLUMNS)
+        if n == 0:
+            warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
+                          EmptyResultWarning, stacklevel=2)
+        return n
 
     def prompt(self, prompts: Sequence[Prompt], *, progress: ProgressCallback | None = None,
                output: str | os.PathLike | None = None, stats: RunStats | None = None) -> gpd.GeoDataFrame:

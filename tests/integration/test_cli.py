@@ -134,6 +134,13 @@ def test_bad_input_is_one_line_exit_2_and_no_output(scene_tif, tmp_path, case):
     assert not list(tmp_path.glob(".*partial*"))
 
 
+def test_a_failed_run_keeps_the_previous_output(tmp_path):
+    out = tmp_path / "out.gpkg"
+    out.write_bytes(b"previous result")
+    r = CliRunner().invoke(main, ["segment", str(_all_nodata(tmp_path)), "-o", str(out), "--model", FAKE])
+    assert r.exit_code == 2 and out.read_bytes() == b"previous result"
+
+
 def test_bad_input_as_subprocess_has_no_traceback(tmp_path):
     r = run_proc("segment", tmp_path / "nope.tif", "-o", tmp_path / "x.gpkg", "--model", FAKE)
     assert r.returncode == 2

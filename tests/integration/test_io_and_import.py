@@ -33,7 +33,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path, monkeypatc
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(io.pyogrio, "write_dataframe", boom)
+    monkeypatch.setattr(io.pyogrio, "write_arrow", boom)
     with pytest.raises(OutputError, match="could not write GPKG"):
         io.write(frame(5), out)
     assert out.read_bytes() == before
