@@ -12,12 +12,17 @@ from .weights import resolve_weights
 
 
 def make_untrained_checkpoint(path: str | os.PathLike, *, arch: str = "s", nc: int = 1,
-                              imgsz: int = 1024, seed: int = 0, **meta: Any) -> Path:
+                              imgsz: int = 1024, seed: int = 0, calibrate: bool = True, **meta: Any) -> Path:
     """Write a YOLOv8-seg checkpoint with random weights, built from ultralytics' own yaml.
 
     ``arch`` is the YOLOv8 scale: FastSAM-s is ``"s"``, FastSAM-x is ``"x"`` (same layers,
     one class, 32 prototypes). Inference cost does not depend on weight values, so this
     measures real FastSAM compute offline, and tests the real loading path.
+
+    ``calibrate``: set batch-norm statistics on noise so scores and masks vary between
+    anchors like a trained model's (noisy masks). Without it activations vanish: every
+    anchor gets the same high score (all pass any threshold, the stress case for NMS) and
+    masks are smooth box-like blobs.
     """
     torch = _torch()
     from ultralytics.nn.tasks import SegmentationModel
@@ -28,18 +33,19 @@ def make_untrained_checkpoint(path: str | os.PathLike, *, arch: str = "s", nc: i
     # through the untrained layers; then scores and masks vary between anchors as a trained
     # model's do (otherwise every anchor gets the same score and NMS order is arbitrary).
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the calibration passes
-    model.train()
+    if calibrate:
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration passes
+        model.train()
+        with torch.no_grad():
+            for _ in range(2):
+                model(torch.rand(2, 3, 128, 128))
+        for bn in bns:
+            bn.momentum = 0.03
     with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(2, 3, 128, 128))
-        head = model.model[-1]
-        for seq in head.cv3:
-            seq[-1].bias.fill_(-2.0)
-    for bn in bns:
-        bn.momentum = 0.03
+        for seq in model.model[-1].cv3:
+            seq[-1].bias.fill_(-2.0 if calibrate else 2.0)
     model.eval()
     model.names = {i: "object" for i in range(nc)}
     model.args = {"task": "segment", "imgsz": imgsz}

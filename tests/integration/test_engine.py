@@ -102,3 +102,19 @@ def test_pipeline_runs_on_the_real_engine(tmp_path, untrained_fastsam_s):
     assert len(gdf) > 0 and gdf.crs.to_epsg() == 32633
     minx, _, maxx, _ = gdf.total_bounds
     assert 500000 <= minx and maxx <= 500000 + 400 * 0.3 + 1e-6
+
+
+def test_tta_maps_flipped_views_back(untrained_fastsam_s, rng):
+    from fastsam_geo.engine.fastsam import _flip
+    img = rng.integers(0, 255, (256, 200, 3), np.uint8)
+    plain = FastSAMSegmenter(untrained_fastsam_s, device="cpu", conf=0.3, max_det=30)
+    tta = FastSAMSegmenter(untrained_fastsam_s, device="cpu", conf=0.3, max_det=30, tta=True)
+    a, b = plain([img])[0], tta([img])[0]
+    assert b.shape == a.shape and len(b) >= len(a) * 0.5
+    # the left-right view's detections, flipped back, are the plain detections of the flipped image
+    flipped = plain([img[:, ::-1].copy()])[0]
+    back = _flip(flipped, 1)
+    assert (_flip(back, 1).boxes == flipped.boxes).all()
+    k = 0
+    x0, y0, x1, y1 = back.boxes[k]
+    assert (back.crops[k] == flipped.crops[k][:, ::-1]).all() and x1 - x0 == back.crops[k].shape[1]
