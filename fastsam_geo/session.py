@@ -24,7 +24,7 @@ from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
 from .errors import EmptyResultWarning, InputError, RasterError
 from .masks import intersect
 from .models import SegmentFn, load_segmenter, segmenter_key
-from .pipeline import RunStats, VectorOptions, iter_objects, run, staged
+from .pipeline import RunStats, VectorOptions, iter_objects, staged
 from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_objects, union
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
@@ -82,27 +82,19 @@ class SegmentedRaster:
         """Every object (in ``bbox`` if given), as polygons in the raster's CRS."""
         if output is not None:
             io.check_output(output)
-        stats = stats if stats is not None else RunStats()
-        tiles = regions = area = None
-        if bbox is not None:
-            tiles, area, pix = self._bbox(bbox, bbox_crs)
-            regions = [pix]
         geoms: list = []
-        scores: list[float] = []
+        cols: dict[str, list] = {c: [] for c in COLUMNS}
         with self.reader:
-            for g, s in run(self.reader, self.grid, self._lazy(), batch_size=self._batch(), options=self.options,
-                            progress=progress, stats=stats, tiles=tiles, regions=regions, store=self.store):
+            for g, values in self._batches(bbox, bbox_crs, progress, stats):
                 geoms.extend(g)
-                scores.extend(s)
-        if stats.tiles and stats.tiles_skipped == stats.tiles:
-            raise RasterError(f"{self.path}: every pixel {'in the bbox ' if area else ''}is nodata or masked; "
-                              "nothing to segment")
-        if area is not None and geoms:
-            keep = shapely.intersects(np.asarray(geoms, dtype=object), area)
-            geoms = [g for g, k in zip(geoms, keep) if k]
-            scores = [s for s, k in zip(scores, keep) if k]
-        gdf = self._frame(geoms, scores)
-        if len(gdf) == 0:
+                for c in cols:
+                    cols[c].append(values[c])
+        if geoms:
+            crs = self.info.crs
+            gdf = gpd.GeoDataFrame({c: np.concatenate(v).astype(COLUMNS[c]) for c, v in cols.items()},
+                                   geometry=gpd.GeoSeries(np.asarray(geoms, dtype=object), crs=crs), crs=crs)
+        else:
+            gdf = io.empty_frame(self.info.crs, COLUMNS)
             warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
                           EmptyResultWarning, stacklevel=2)
         if output is not None:
@@ -116,6 +108,16 @@ class SegmentedRaster:
         in memory beyond a batch); returns how many were written. For rasters whose result
         would not fit in memory, and what the CLI uses."""
         io.check_output(output)
+        with self.reader:
+            n = io.write_stream(self._batches(bbox, bbox_crs, progress, stats), output, self.info.crs, COLUMNS)
+        if n == 0:
+            warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
+                          EmptyResultWarning, stacklevel=2)
+        return n
+
+    def _batches(self, bbox, bbox_crs, progress, stats):
+        """``(polygons, {score, area_m2})`` batches of the objects (touching ``bbox``), as the
+        post stage finishes them: vectorised, filtered and measured off the network's thread."""
         stats = stats if stats is not None else RunStats()
         tiles = regions = area = None
         if bbox is not None:
@@ -134,20 +136,12 @@ class SegmentedRaster:
             arr = np.asarray(geoms, dtype=object)
             return geoms, {"score": np.asarray(scores, np.float32), "area_m2": geodesic_areas(arr, crs)}
 
-        def batches():
-            yield from iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
-                                    min_area=opts.min_area, progress=progress, stats=stats, tiles=tiles,
-                                    regions=regions, store=self.store, finish=vectorise)
-            if stats.tiles and stats.tiles_skipped == stats.tiles:  # raised before the file is renamed
-                raise RasterError(f"{self.path}: every pixel {'in the bbox ' if area else ''}is nodata or "
-                                  "masked; nothing to segment")
-
-        with self.reader:
-            n = io.write_stream(batches(), output, crs, COLUMNS)
-        if n == 0:
-            warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
-                          EmptyResultWarning, stacklevel=2)
-        return n
+        yield from iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
+                                min_area=opts.min_area, progress=progress, stats=stats, tiles=tiles,
+                                regions=regions, store=self.store, finish=vectorise)
+        if stats.tiles and stats.tiles_skipped == stats.tiles:  # before any output file is renamed
+            raise RasterError(f"{self.path}: every pixel {'in the bbox ' if area else ''}is nodata or "
+                              "masked; nothing to segment")
 
     def prompt(self, prompts: Sequence[Prompt], *, progress: ProgressCallback | None = None,
                output: str | os.PathLike | None = None, stats: RunStats | None = None) -> gpd.GeoDataFrame:
@@ -272,14 +266,6 @@ class SegmentedRaster:
 
         with self.reader:
             return object_embeddings(objects, embed, self.store, self.reader, self.grid)
-
-    def _frame(self, geoms, scores) -> gpd.GeoDataFrame:
-        crs = self.info.crs
-        if not geoms:
-            return io.empty_frame(crs, COLUMNS)
-        arr = np.asarray(geoms, dtype=object)
-        return gpd.GeoDataFrame({"score": np.asarray(scores, np.float32), "area_m2": geodesic_areas(arr, crs)},
-                                geometry=gpd.GeoSeries(arr, crs=crs), crs=crs)
 
     def _prompt_frame(self, pobjs: list[PromptObject], rows) -> gpd.GeoDataFrame:
         recs = []
