@@ -101,3 +101,40 @@ def window_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two same-shape bool arrays (0 when both are empty)."""
     union = np.count_nonzero(a | b)
     return float(np.count_nonzero(a & b)) / union if union else 0.0
+
+
+def merge_overlapping(inst: Instances, iou: float, *, contain: float = 0.8) -> Instances:
+    """Fuse instances of one tile that cover the same object, highest score first.
+
+    An instance whose mask has IoU >= ``iou`` with an already kept one, or lies at least
+    ``contain`` inside it, is OR-ed into it (FastSAM often returns a large object as two
+    or three part masks, or the same object twice). For object classes that do not nest
+    (buildings); FastSAM's everything mode keeps nested parts and should not use this.
+    """
+    if len(inst) < 2:
+        return inst
+    order = np.argsort(-inst.scores, kind="stable")
+    kept: list[list] = []  # [box, crop, score]
+    for i in order:
+        box = tuple(int(v) for v in inst.boxes[i])
+        crop = inst.crops[i]
+        area = int(crop.sum())
+        for k in kept:
+            ib = intersect(box, k[0])
+            if ib is None:
+                continue
+            a = crop_window(crop, box, ib)
+            b = crop_window(k[1], k[0], ib)
+            inter = int(np.count_nonzero(a & b))
+            if inter == 0:
+                continue
+            union = area + int(k[1].sum()) - inter
+            if inter / union >= iou or inter / max(area, 1) >= contain:
+                ub = (min(box[0], k[0][0]), min(box[1], k[0][1]), max(box[2], k[0][2]), max(box[3], k[0][3]))
+                k[1] = crop_window(k[1], k[0], ub) | crop_window(crop, box, ub)
+                k[0] = ub
+                break
+        else:
+            kept.append([box, crop, float(inst.scores[i])])
+    return Instances(np.asarray([k[0] for k in kept], np.int32).reshape(-1, 4),
+                     np.asarray([k[2] for k in kept], np.float32), tuple(k[1] for k in kept), inst.shape)

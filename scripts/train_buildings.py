@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared")) / "data" / "oam_osm"
 AREAS = sorted(p.name for p in DATA.iterdir()) if DATA.exists() else []
 AERIAL_AUG = dict(flipud=0.5, fliplr=0.5, degrees=10.0, scale=0.5, translate=0.1, mosaic=1.0,
-                  hsv_h=0.02, hsv_s=0.6, hsv_v=0.4, copy_paste=0.3, close_mosaic=20)
+                  hsv_h=0.02, hsv_s=0.6, hsv_v=0.4)
 
 
 def score_area(model: Path, area: str, tile_size: int, confs: list[float]) -> dict:
@@ -71,8 +71,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--base", default="yolov8n-seg.yaml")
     ap.add_argument("--aug", choices=["default", "aerial"], default="aerial")
+    ap.add_argument("--copy-paste", type=float, default=0.0, help="ultralytics copy_paste augmentation")
+    ap.add_argument("--close-mosaic", type=int, default=10, help="last epochs without mosaic")
+    ap.add_argument("--infer-tile", type=int, default=None, help="tile size at inference (default --tile-size)")
+    ap.add_argument("--infer-imgsz", type=int, default=None, help="network size at inference (default --imgsz)")
     ap.add_argument("--conf", type=float, default=0.25, help="confidence written into the model card")
-    ap.add_argument("--iou", type=float, default=0.6, help="NMS IoU written into the model card")
+    ap.add_argument("--iou", type=float, default=0.45, help="NMS IoU written into the model card")
     ap.add_argument("--export", type=Path, default=None, help="also copy the model here")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--val-fraction", type=float, default=0.0,
@@ -86,6 +90,7 @@ def main() -> None:
     from fastsam_geo.engine import export_checkpoint, train_yolo
 
     train_areas = [a for a in AREAS if a != args.holdout]
+    itile, iimg = args.infer_tile or args.tile_size, args.infer_imgsz or args.imgsz
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.out / "model.pt"
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "train_areas": train_areas}
@@ -98,22 +103,57 @@ def main() -> None:
                                 overlap=args.overlap, val_fraction=args.val_fraction, keep_empty=0.3,
                                 seed=args.seed)
         report["dataset"] = {k: v for k, v in vars(summary).items() if k != "images"}
-        hyp = AERIAL_AUG if args.aug == "aerial" else {}
+        hyp = dict(AERIAL_AUG if args.aug == "aerial" else {}, copy_paste=args.copy_paste,
+                   close_mosaic=args.close_mosaic)
         best = train_yolo(summary.yaml, args.out / "yolo", base=args.base, epochs=args.epochs,
                           imgsz=args.imgsz, batch=args.batch, seed=args.seed, val=args.val_fraction > 0, **hyp)
         report["train_minutes"] = round((time.perf_counter() - t0) / 60, 1)
-        export_checkpoint(best, model, name="buildings-nano", arch="yolov8n-seg", imgsz=args.imgsz,
-                          tile_size=args.tile_size, conf=args.conf, iou=args.iou, classes=["building"],
+        export_checkpoint(best, model, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
+                          tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
                           epochs=args.epochs, train_areas=train_areas, holdout=args.holdout)
+    confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
     if args.holdout:
-        confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
-        report["holdout"] = {args.holdout: score_area(model, args.holdout, args.tile_size, confs)}
+        report["holdout"] = {args.holdout: score_area(model, args.holdout, itile, confs)}
+    if args.export:
+        from fastsam_geo import evaluate, segment_raster
+        from fastsam_geo.engine import FastSAMSegmenter
+        from fastsam_geo.samples import ATTRIBUTION, SAMPLE_IMAGE, SAMPLE_LABELS
+
+        pred = segment_raster(SAMPLE_IMAGE, segmenter=FastSAMSegmenter(model), tile_size=itile)
+        sample = evaluate(pred, SAMPLE_LABELS, iou=0.5, ignore_partial=True)
+        in_sample = {a: score_area(model, a, itile, [args.conf])[f"{args.conf:g}"] for a in train_areas}
+        loao = {}
+        for rep in sorted(args.out.parent.glob("*/report.json")):
+            r = json.loads(rep.read_text())
+            for area, scores in (r.get("holdout") or {}).items():
+                best = max((v for k, v in scores.items() if k != "segment_seconds"), key=lambda v: v["f1"])
+                at = scores.get(f"{args.conf:g}")
+                loao[area] = {"run": rep.parent.name, "at_model_conf": at, "best_conf": best,
+                              "train_minutes": r.get("train_minutes")}
+        card = {
+            "name": "buildings-nano", "arch": "yolov8n-seg (FastSAM's YOLOv8-seg family, from scratch)",
+            "imgsz": iimg, "tile_size": itile, "conf": args.conf, "iou": args.iou,
+            "epochs": args.epochs, "augmentation": args.aug, "seed": args.seed,
+            "train_areas": train_areas, "train_minutes": report.get("train_minutes"),
+            "data": "HOT fAIr-utilities training data (hotosm/fAIr-utilities 61f15156, ramp-data/TRAIN/HOTOSM/2): "
+                    "OpenAerialMap drone mosaics (~0.15 m, EPSG:3857) and OpenStreetMap building footprints",
+            "attribution": [ATTRIBUTION,
+                            "Imagery: OpenAerialMap contributors / HOT, licensed CC-BY-4.0.",
+                            "Labels: (c) OpenStreetMap contributors, licensed ODbL-1.0."],
+            "sample_f1": round(sample.f1, 4), "sample_metrics": sample.as_dict(),
+            "in_sample_f1": in_sample, "leave_one_area_out": loao,
+            "script": "scripts/train_buildings.py " + " ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
+        }
+        export_checkpoint(model, args.export, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
+                          tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
+                          epochs=args.epochs, train_areas=train_areas)
+        args.export.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        report["export"] = {"sample_f1": sample.f1, "in_sample": in_sample}
     prev = json.loads((args.out / "report.json").read_text()) if (args.out / "report.json").exists() else {}
     prev.update(report)
     (args.out / "report.json").write_text(json.dumps(prev, indent=2))
-    print(json.dumps(report.get("holdout", {}), indent=1))
-    if args.export:
-        args.export.write_bytes(model.read_bytes())
+    print(json.dumps({k: report.get(k) for k in ("holdout", "export")}, indent=1))
 
 
 if __name__ == "__main__":

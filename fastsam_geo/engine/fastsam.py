@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from ..masks import merge_overlapping
 from ..types import Instances
 from ._torch import _quiet_ultralytics, _torch, pick_device
 from .weights import resolve_weights
@@ -67,7 +68,8 @@ class FastSAMSegmenter:
     def __init__(self, weights: str | os.PathLike = "FastSAM-s.pt", *, device: str = "auto",
                  imgsz: int | None = None, conf: float | None = None, iou: float | None = None,
                  max_det: int = 300, batch_size: int | None = None, threads: int | None = None,
-                 half: bool | None = None, tta: bool = False):
+                 half: bool | None = None, tta: bool = False, mask_margin: float | None = None,
+                 mask_nms: float | None = None):
         self.path = resolve_weights(weights)
         torch = _torch()
         self.device = pick_device(device)
@@ -94,6 +96,8 @@ class FastSAMSegmenter:
         self.iou = float(iou if iou is not None else meta.get("iou", 0.9))
         self.max_det = int(max_det)
         self.tta = bool(tta)
+        self.mask_margin = float(mask_margin if mask_margin is not None else meta.get("mask_margin", 0.0))
+        self.mask_nms = float(mask_nms if mask_nms is not None else meta.get("mask_nms", 0.0))
         self.stride = int(max(model.stride)) if hasattr(model, "stride") else 32
         self.imgsz = int(math.ceil(self.imgsz / self.stride) * self.stride)
         self.half = (self.device.startswith("cuda")) if half is None else bool(half)
@@ -239,6 +243,9 @@ class FastSAMSegmenter:
         # back to native tile pixels
         r, px, py = geo
         nboxes = (boxes - torch.tensor([px, py, px, py], device=boxes.device)) / r
+        if self.mask_margin > 0:  # let masks reach past their box (no straight cuts at box edges)
+            grow = (nboxes[:, 2:] - nboxes[:, :2]) * self.mask_margin
+            nboxes = torch.cat([nboxes[:, :2] - grow, nboxes[:, 2:] + grow], 1)
         nboxes[:, 0::2] = nboxes[:, 0::2].clamp(0, w)
         nboxes[:, 1::2] = nboxes[:, 1::2].clamp(0, h)
         ib = torch.stack([nboxes[:, 0].floor(), nboxes[:, 1].floor(),
@@ -261,8 +268,8 @@ class FastSAMSegmenter:
             out_scores.append(float(sc[i]))
         if not crops:
             return Instances.empty(shape)
-        return Instances(np.asarray(out_boxes, np.int32), np.asarray(out_scores, np.float32),
-                         tuple(crops), shape)
+        inst = Instances(np.asarray(out_boxes, np.int32), np.asarray(out_scores, np.float32), tuple(crops), shape)
+        return merge_overlapping(inst, self.mask_nms) if self.mask_nms > 0 else inst
 
     def _default_batch(self) -> int:
         if not self.device.startswith("cuda"):

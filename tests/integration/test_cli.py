@@ -147,9 +147,10 @@ def test_bad_input_as_subprocess_has_no_traceback(tmp_path):
     assert r.stderr.strip() == f"Error: {tmp_path / 'nope.tif'}: no such file"
 
 
-def test_no_model_asks_for_one(scene_tif, tmp_path):
-    r = CliRunner().invoke(main, ["segment", str(scene_tif[1]), "-o", str(tmp_path / "o.gpkg")])
-    assert r.exit_code == 2 and "model" in r.output.lower()
+def test_without_model_the_bundled_one_is_used(scene_tif, tmp_path):
+    r = CliRunner().invoke(main, ["segment", str(scene_tif[1]), "-o", str(tmp_path / "o.gpkg"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o.gpkg").exists()
 
 
 # -- prompts from the command line ----------------------------------------------------------

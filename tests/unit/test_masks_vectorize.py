@@ -107,3 +107,17 @@ def test_simplify_reduces_vertices():
     simple = mask_to_geometry(disc, Affine.identity(), simplify=1.0)
     assert len(simple.exterior.coords) < len(exact.exterior.coords) / 3
     assert simple.symmetric_difference(exact).area < 0.02 * exact.area
+
+
+def test_merge_overlapping_fuses_parts_and_duplicates_but_not_neighbours():
+    from fastsam_geo.masks import merge_overlapping
+    m = np.zeros((4, 40, 40), bool)
+    m[0, 5:20, 5:30] = True   # a building's top part
+    m[1, 15:35, 5:30] = True  # its bottom part, overlapping the top (IoU 0.17) -> not fused at 0.5
+    m[2, 6:19, 6:29] = True   # a near-duplicate of the top part, inside it -> fused
+    m[3, 5:20, 32:38] = True  # a neighbour, touching nothing -> kept
+    inst = to_instances(MaskSet(m, [0.9, 0.8, 0.7, 0.6]), (40, 40))
+    out = merge_overlapping(inst, 0.5)
+    assert len(out) == 3 and out.scores.tolist() == pytest.approx([0.9, 0.8, 0.6])
+    fused = merge_overlapping(inst, 0.15)
+    assert len(fused) == 2 and fused.areas[0] == (m[0] | m[1] | m[2]).sum()

@@ -1,0 +1,49 @@
+"""The model that ships in the package: present, small, attributed, offline, and still as good."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import geopandas as gpd
+import pytest
+
+from fastsam_geo import evaluate, segment_raster
+from fastsam_geo.engine import BUNDLED_PATH
+from fastsam_geo.samples import SAMPLE_IMAGE, SAMPLE_LABELS
+
+# F1@0.5 of the shipped model on the shipped sample, measured when the model was made
+# (see fastsam_geo/data/buildings-nano.json, "sample_f1"); the guard allows 0.05 less.
+CARD = json.loads(BUNDLED_PATH.with_suffix(".json").read_text()) if BUNDLED_PATH.with_suffix(".json").exists() else {}
+MEASURED_SAMPLE_F1 = CARD.get("sample_f1", 1.0)
+
+
+def test_bundled_model_is_small_and_attributed():
+    assert BUNDLED_PATH.exists() and BUNDLED_PATH.stat().st_size <= 8 * 1024 * 1024
+    text = json.dumps(CARD)
+    assert "OpenAerialMap" in text and "CC-BY-4.0" in text and "OpenStreetMap" in text and "ODbL" in text
+    assert CARD["imgsz"] and CARD["tile_size"] and CARD["train_areas"]
+
+
+def test_bundled_model_on_the_shipped_sample_keeps_its_f1():
+    gdf = segment_raster(SAMPLE_IMAGE)  # no segmenter: the bundled default, offline
+    r = evaluate(gdf, SAMPLE_LABELS, iou=0.5, ignore_partial=True)
+    assert r.f1 >= MEASURED_SAMPLE_F1 - 0.05, (r.f1, MEASURED_SAMPLE_F1, r.as_dict())
+    assert gdf.crs == gpd.read_file(SAMPLE_IMAGE.with_name(SAMPLE_LABELS.name)).to_crs(gdf.crs).crs
+
+
+def test_demo_command_runs_offline(tmp_path):
+    exe = Path(sys.executable).with_name("fastsam-geo")
+    env = {**os.environ, "YOLO_OFFLINE": "1", "HOME": str(tmp_path)}
+    r = subprocess.run([str(exe), "demo", "-o", str(tmp_path / "b.gpkg")], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Found" in r.stdout and "buildings" in r.stdout and "OpenStreetMap" in r.stdout
+    assert len(gpd.read_file(tmp_path / "b.gpkg")) > 10
+
+
+@pytest.mark.parametrize("name", ["buildings-nano", "buildings-nano.pt"])
+def test_bundled_model_by_name(name):
+    from fastsam_geo.engine import resolve_weights
+    assert resolve_weights(name) == BUNDLED_PATH
