@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import threading
 import uuid
 from collections import OrderedDict
 from pathlib import Path
@@ -71,22 +72,26 @@ class MemoryStore:
     persistent = False
 
     def __init__(self, max_tiles: int | None = None):
+        # the pipeline's reader thread gets while its post thread puts
+        self._lock = threading.RLock()
         self._tiles: OrderedDict[int, Instances] = OrderedDict()
         self._emb: dict[tuple[int, str], np.ndarray] = {}
         self.max_tiles = max_tiles
 
     def get(self, tile: int) -> Instances | None:
-        inst = self._tiles.get(tile)
-        if inst is not None:
-            self._tiles.move_to_end(tile)
-        return inst
+        with self._lock:
+            inst = self._tiles.get(tile)
+            if inst is not None:
+                self._tiles.move_to_end(tile)
+            return inst
 
     def put(self, tile: int, inst: Instances) -> None:
-        self._tiles[tile] = inst
-        self._tiles.move_to_end(tile)
-        if self.max_tiles is not None:
-            while len(self._tiles) > self.max_tiles:
-                self._tiles.popitem(last=False)
+        with self._lock:
+            self._tiles[tile] = inst
+            self._tiles.move_to_end(tile)
+            if self.max_tiles is not None:
+                while len(self._tiles) > self.max_tiles:
+                    self._tiles.popitem(last=False)
 
     def has(self, tile: int) -> bool:
         return tile in self._tiles
@@ -129,7 +134,8 @@ class DiskStore(MemoryStore):
     def put(self, tile: int, inst: Instances) -> None:
         super().put(tile, inst)
         _atomic_savez(self.dir / f"t{tile}.npz", encode(inst))
-        self._on_disk.add(tile)
+        with self._lock:
+            self._on_disk.add(tile)
 
     def has(self, tile: int) -> bool:
         return tile in self._on_disk or super().has(tile)

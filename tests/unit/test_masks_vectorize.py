@@ -121,3 +121,15 @@ def test_merge_overlapping_fuses_parts_and_duplicates_but_not_neighbours():
     assert len(out) == 3 and out.scores.tolist() == pytest.approx([0.9, 0.8, 0.6])
     fused = merge_overlapping(inst, 0.15)
     assert len(fused) == 2 and fused.areas[0] == (m[0] | m[1] | m[2]).sum()
+
+
+def test_cache_encoding_round_trips():
+    from fastsam_geo.cache import decode, encode
+    rng = np.random.default_rng(0)
+    m = rng.random((5, 30, 40)) > 0.6
+    inst = to_instances(MaskSet(m, rng.random(5)), (30, 40))
+    back = decode(encode(inst))
+    assert (back.dense().masks == inst.dense().masks).all() and back.shape == inst.shape
+    assert (back.scores == inst.scores).all()
+    empty = decode(encode(Instances.empty((8, 9))))
+    assert len(empty) == 0 and empty.shape == (8, 9)
