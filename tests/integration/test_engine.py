@@ -116,5 +116,5 @@ def test_tta_maps_flipped_views_back(untrained_fastsam_s, rng):
     back = _flip(flipped, 1)
     assert (_flip(back, 1).boxes == flipped.boxes).all()
     k = 0
-    x0, y0, x1, y1 = back.boxes[k]
+    x0, _, x1, _ = back.boxes[k]
     assert (back.crops[k] == flipped.crops[k][:, ::-1]).all() and x1 - x0 == back.crops[k].shape[1]
