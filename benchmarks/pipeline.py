@@ -6,7 +6,13 @@ tile, then runs `segment_raster` in a fresh subprocess with a zero-cost fake seg
 Prints, measured in this run: per-tile time outside the segmenter (read + stretch + merge +
 vectorise + area + write), and the child's peak RSS; then the RSS ratio between sizes.
 
+With ``--model s`` (or ``x``) the child runs a FastSAM-s (-x) architecture with random weights
+instead (built from ultralytics' yaml; compute and memory do not depend on weight values, and
+random weights are the stress case: ~300 candidate masks per tile), for peak RSS with the real
+network, batching and threads:
+
     python benchmarks/pipeline.py [--sizes 8192 16384] [--workdir /tmp/fsg-bench]
+    python benchmarks/pipeline.py --model s --sizes 10000 20000
 """
 
 from __future__ import annotations
@@ -21,11 +27,26 @@ import time
 from pathlib import Path
 
 
-def child(path: str, out: str) -> None:
+def child(path: str, out: str, model: str) -> None:
     from fastsam_geo import segment_raster
     from fastsam_geo.pipeline import RunStats
     from fastsam_geo.synthetic import ColourSegmenter
 
+    if model != "none":
+        from fastsam_geo.engine import FastSAMSegmenter, make_untrained_checkpoint
+
+        weights = make_untrained_checkpoint(Path(out).with_name(f"FastSAM-{model}-untrained.pt"), arch=model)
+        from fastsam_geo.session import SegmentedRaster
+
+        stats = RunStats()
+        t0 = time.perf_counter()
+        sr = SegmentedRaster(path, segmenter=FastSAMSegmenter(weights, conf=0.4, iou=0.9))
+        n = sr.segment_to_file(out, stats=stats)  # streamed: polygons go to disk as tiles finish
+        total = time.perf_counter() - t0
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(dict(tiles=stats.tiles, objects=n, total_s=total, segmenter_s=stats.segment_seconds,
+                              read_s=stats.read_seconds, peak_rss_mb=rss_mb)))
+        return
     inner = ColourSegmenter()
     spent = [0.0]
 
@@ -49,6 +70,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/fsg-bench"))
+    ap.add_argument("--model", default="none", choices=["none", "s", "x"],
+                    help="none: zero-cost fake segmenter; s/x: FastSAM-s/-x architecture, random weights")
     args = ap.parse_args()
     from fastsam_geo.synthetic import make_scene, write_scene
 
@@ -60,8 +83,8 @@ def main() -> None:
             t0 = time.perf_counter()
             write_scene(make_scene(size, size, seed=1, cell=146), tif, block=1024)
             print(f"wrote {tif.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        out = args.workdir / f"out_{size}.gpkg"
-        r = subprocess.run([sys.executable, __file__, "--child", str(tif), str(out)], capture_output=True,
+        out = args.workdir / f"out_{size}_{args.model}.gpkg"
+        r = subprocess.run([sys.executable, __file__, "--child", str(tif), str(out), args.model], capture_output=True,
                            text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if r.returncode:
             sys.exit(r.stderr)
@@ -79,7 +102,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3])
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         main()

@@ -90,7 +90,8 @@ def segment_raster(
     if prompts is not None and bbox is not None:
         raise InputError("give prompts or a bbox, not both")
     sr = SegmentedRaster(path, segmenter=segmenter, tile_size=tile_size, overlap=overlap, bands=bands,
-                         stretch=stretch, device=device, min_area=min_area, simplify=simplify, cache=cache,
+                         stretch=stretch, device=device, min_area=min_area, simplify=simplify,
+                         cache=(None if prompts else False) if cache is None else cache,  # one call: keep little
                          batch_size=batch_size, text_embedder=text_embedder)
     if prompts is not None:
         return sr.prompt(prompts, progress=progress, output=output, stats=stats)

@@ -66,17 +66,32 @@ def decode(d) -> Instances:
     return Instances(boxes, d["scores"], crops, shape)
 
 
+DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
+
+
+def instances_nbytes(inst: Instances) -> int:
+    """Bytes held by one tile's results (boxes, scores and mask crops)."""
+    return int(inst.boxes.nbytes + inst.scores.nbytes + sum(c.nbytes for c in inst.crops))
+
+
 class MemoryStore:
-    """Tile results in memory (an LRU of at most ``max_tiles`` tiles, None: unbounded)."""
+    """Tile results in memory: an LRU bounded by ``max_bytes`` of masks (None: unbounded;
+    0: keep nothing, for one-shot runs that never ask again).
+
+    Bounded by bytes rather than tiles because a tile's results range from a few kB (a few
+    buildings) to tens of MB (hundreds of "everything" masks); unbounded, a whole-raster run
+    would hold every tile's masks and memory would grow with the raster's area.
+    """
 
     persistent = False
 
-    def __init__(self, max_tiles: int | None = None):
+    def __init__(self, max_bytes: int | None = DEFAULT_MEMORY_BYTES):
         # the pipeline's reader thread gets while its post thread puts
         self._lock = threading.RLock()
         self._tiles: OrderedDict[int, Instances] = OrderedDict()
         self._emb: dict[tuple[int, str], np.ndarray] = {}
-        self.max_tiles = max_tiles
+        self.max_bytes = max_bytes
+        self.nbytes = 0
 
     def get(self, tile: int) -> Instances | None:
         with self._lock:
@@ -87,11 +102,15 @@ class MemoryStore:
 
     def put(self, tile: int, inst: Instances) -> None:
         with self._lock:
+            old = self._tiles.pop(tile, None)
+            if old is not None:
+                self.nbytes -= instances_nbytes(old)
             self._tiles[tile] = inst
-            self._tiles.move_to_end(tile)
-            if self.max_tiles is not None:
-                while len(self._tiles) > self.max_tiles:
-                    self._tiles.popitem(last=False)
+            self.nbytes += instances_nbytes(inst)
+            if self.max_bytes is not None:
+                while self._tiles and self.nbytes > self.max_bytes:
+                    _, evicted = self._tiles.popitem(last=False)
+                    self.nbytes -= instances_nbytes(evicted)
 
     def has(self, tile: int) -> bool:
         return tile in self._tiles
@@ -111,8 +130,9 @@ class DiskStore(MemoryStore):
 
     persistent = True
 
-    def __init__(self, root: str | os.PathLike, raster: str | os.PathLike, run: dict, memory_tiles: int = 64):
-        super().__init__(max_tiles=memory_tiles)
+    def __init__(self, root: str | os.PathLike, raster: str | os.PathLike, run: dict,
+                 memory_bytes: int | None = DEFAULT_MEMORY_BYTES // 2):
+        super().__init__(max_bytes=memory_bytes)
         rkey = raster_key(raster)
         run_key = hashlib.sha1(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()[:16]
         self.dir = Path(root).expanduser() / rkey / run_key

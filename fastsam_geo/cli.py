@@ -165,7 +165,8 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
     try:
         sr = SegmentedRaster(raster, segmenter=seg, tile_size=tile_size, overlap=overlap,
                              bands=_int_list(bands, "--bands"), stretch=stretch, device=device, min_area=min_area,
-                             simplify=simplify, cache=cache, batch_size=batch_size, text_embedder=clip)
+                             simplify=simplify, cache=(None if prompts else False) if cache is None else cache,
+                             batch_size=batch_size, text_embedder=clip)
         if prompts:
             gdf = sr.prompt(prompts, progress=bar, output=output, stats=stats)
             what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"

@@ -22,13 +22,13 @@ from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
 from .errors import EmptyResultWarning, InputError, RasterError
-from .masks import intersect
+from .masks import intersect, to_instances
 from .models import SegmentFn, load_segmenter, segmenter_key
-from .pipeline import RunStats, VectorOptions, iter_objects, staged
+from .pipeline import RunStats, VectorOptions, iter_objects, segment_tiles, staged
 from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_objects, union
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
-from .types import MergedObject, ProgressCallback
+from .types import Instances, MergedObject, ProgressCallback
 from .vectorize import mask_to_geometry, objects_to_records
 
 COLUMNS = {"score": "float32", "area_m2": "float64"}
@@ -40,16 +40,17 @@ class SegmentedRaster:
     """A georeferenced raster plus its (cached) FastSAM segmentation.
 
     Parameters are those of :func:`fastsam_geo.segment_raster`. ``cache``: ``None`` (in
-    memory, for the life of this object), ``"auto"`` (the user cache folder,
-    :func:`~fastsam_geo.cache.default_cache_dir`) or a folder. On-disk caches are keyed
-    by raster content, model and parameters, so a changed file or model never returns
-    stale masks. ``engine`` are extra FastSAM settings (conf, iou, imgsz, batch_size).
+    memory, for the life of this object, at most :data:`~fastsam_geo.cache.DEFAULT_MEMORY_BYTES`
+    of masks, least recently used first out), ``False`` (keep nothing: one-shot runs),
+    ``"auto"`` (the user cache folder, :func:`~fastsam_geo.cache.default_cache_dir`) or a
+    folder. On-disk caches are keyed by raster content, model and parameters, so a changed
+    file or model never returns stale masks. ``engine`` are extra FastSAM settings (conf, iou, imgsz, batch_size).
     """
 
     def __init__(self, path: str | os.PathLike, *, segmenter: object = None, tile_size: int = 1024,
                  overlap: int = 128, bands: Sequence[int] | None = None, stretch: str = "auto",
                  device: str = "auto", min_area: int = 16, simplify: float = 0.0,
-                 cache: str | os.PathLike | None = None, batch_size: int | None = None,
+                 cache: str | os.PathLike | bool | None = None, batch_size: int | None = None,
                  text_embedder: object = None, engine: dict | None = None):
         self.path = os.fspath(path)
         self.info = read_info(self.path)
@@ -184,6 +185,8 @@ class SegmentedRaster:
     # -- internals -------------------------------------------------------------------------------
 
     def _open_store(self, cache):
+        if cache is False:
+            return MemoryStore(max_bytes=0)
         if cache is None:
             return MemoryStore()
         key = segmenter_key(self._spec, **self._engine)
@@ -265,7 +268,21 @@ class SegmentedRaster:
         from .text import object_embeddings
 
         with self.reader:
-            return object_embeddings(objects, embed, self.store, self.reader, self.grid)
+            return object_embeddings(objects, embed, self.store, self.reader, self.grid, self._tile_instances)
+
+    def _tile_instances(self, ti: int) -> Instances:
+        """One tile's instances: from the store, else segmented again (evicted from a bounded
+        memory store; the same model on the same pixels gives the same instances)."""
+        inst = self.store.get(ti)
+        if inst is None:
+            tile = self.grid.tiles[ti]
+            image, valid = self.reader.read(tile)
+            if not valid.any():
+                return Instances.empty((tile.height, tile.width))
+            inst = to_instances(segment_tiles(self.segmenter, [image])[0], (tile.height, tile.width), valid,
+                                min_area=self.options.min_area)
+            self.store.put(ti, inst)
+        return inst
 
     def _prompt_frame(self, pobjs: list[PromptObject], rows) -> gpd.GeoDataFrame:
         recs = []

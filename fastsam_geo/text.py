@@ -12,7 +12,7 @@ An *embedder* is anything with ``embed_images(list of (H, W, 3) uint8) -> (N, D)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -49,8 +49,14 @@ def tile_embeddings(image: np.ndarray, inst: Instances, embed) -> np.ndarray:
     return np.asarray(embed.embed_images(crops), dtype=np.float32)
 
 
-def object_embeddings(objects: Sequence[MergedObject], embed, store, reader, grid) -> np.ndarray:
-    """Embeddings ``(N, D)`` of merged objects, computing (and storing) missing tiles' ones."""
+def object_embeddings(objects: Sequence[MergedObject], embed, store, reader, grid,
+                      instances: Callable[[int], Instances] | None = None) -> np.ndarray:
+    """Embeddings ``(N, D)`` of merged objects, computing (and storing) missing tiles' ones.
+
+    ``instances(tile_index)`` gives a tile's instances when the store no longer holds them
+    (a memory store bounded in size); default ``store.get``.
+    """
+    instances = instances or store.get
     needed = {max(o.sources, key=lambda s: s[2])[0] for o in objects if o.sources}
     cache: dict[int, np.ndarray] = {}
     for ti in sorted(needed):
@@ -58,7 +64,7 @@ def object_embeddings(objects: Sequence[MergedObject], embed, store, reader, gri
         if emb is None:
             tile = grid.tiles[ti]
             image, _ = reader.read(tile)
-            emb = tile_embeddings(image, store.get(ti), embed)
+            emb = tile_embeddings(image, instances(ti), embed)
             store.put_embeddings(ti, embed.key, emb)
         cache[ti] = emb
     rows = []

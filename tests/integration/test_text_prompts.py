@@ -78,6 +78,19 @@ def test_text_picks_the_named_colour_and_caches_crop_embeddings(painted):
     assert second.geometry[0].equals(first.geometry[2])
 
 
+def test_text_prompt_works_when_the_memory_store_evicted_the_tiles(painted):
+    # a memory store bounded in bytes drops tiles; their instances are segmented again
+    from fastsam_geo.cache import MemoryStore
+
+    scene, tif = painted
+    sr = SegmentedRaster(tif, segmenter=ColourSegmenter(), tile_size=256, overlap=32,
+                         text_embedder=ColourWordEmbedder())
+    sr.store = MemoryStore(max_bytes=1)
+    gdf = sr.prompt([TextPrompt("blue roof")])
+    t = scene.truth_map()[3]
+    assert len(sr.store) <= 1 and t.intersection(gdf.geometry[0]).area / t.union(gdf.geometry[0]).area > 0.9
+
+
 def test_top_k_returns_k_rows_for_one_prompt(painted):
     _, tif = painted
     gdf = segment_raster(tif, segmenter=ColourSegmenter(), tile_size=256, overlap=32,

@@ -133,3 +133,20 @@ def test_cache_encoding_round_trips():
     assert (back.scores == inst.scores).all()
     empty = decode(encode(Instances.empty((8, 9))))
     assert len(empty) == 0 and empty.shape == (8, 9)
+
+
+def test_memory_store_is_bounded_by_bytes_least_recently_used_out():
+    from fastsam_geo.cache import MemoryStore, instances_nbytes
+    rng = np.random.default_rng(1)
+    tiles = [to_instances(MaskSet(rng.random((3, 64, 64)) > 0.5, rng.random(3)), (64, 64)) for _ in range(5)]
+    one = max(instances_nbytes(t) for t in tiles)
+    store = MemoryStore(max_bytes=3 * one)
+    for i, t in enumerate(tiles):
+        store.put(i, t)
+        if i == 2:
+            store.get(0)  # 0 becomes the most recently used: 1 and 2 go first
+    assert store.nbytes <= 3 * one and len(store) == 3
+    assert store.get(1) is None and store.get(2) is None and store.get(0) is tiles[0] and store.get(4) is tiles[4]
+    nothing = MemoryStore(max_bytes=0)
+    nothing.put(0, tiles[0])
+    assert len(nothing) == 0 and nothing.nbytes == 0
