@@ -40,7 +40,7 @@ def child(path: str, out: str, model: str) -> None:
 
         stats = RunStats()
         t0 = time.perf_counter()
-        sr = SegmentedRaster(path, segmenter=FastSAMSegmenter(weights, conf=0.4, iou=0.9))
+        sr = SegmentedRaster(path, segmenter=FastSAMSegmenter(weights, conf=0.4, iou=0.9), cache=False)  # as the CLI
         n = sr.segment_to_file(out, stats=stats)  # streamed: polygons go to disk as tiles finish
         total = time.perf_counter() - t0
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

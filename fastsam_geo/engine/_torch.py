@@ -14,6 +14,32 @@ def _torch():
     return torch
 
 
+_MALLOC_SET = False
+
+
+def release_freed_memory() -> None:
+    """On glibc, serve allocations of 128 KiB and more with ``mmap`` so that memory freed by
+    CPU inference goes back to the system.
+
+    glibc raises its mmap threshold each time a large block is freed, after which the
+    network's ever-changing activation buffers come from the heap, fragment it, and stay
+    resident: measured with FastSAM-s on 1024² tiles, ~400 MB more peak RSS. A fixed
+    threshold (what ``MALLOC_MMAP_THRESHOLD_=131072`` would do) keeps it flat. Skipped when
+    the user set that variable, or with ``FASTSAM_GEO_MALLOC=0``; a no-op off glibc.
+    """
+    global _MALLOC_SET
+    if _MALLOC_SET or os.environ.get("FASTSAM_GEO_MALLOC") == "0" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return
+    _MALLOC_SET = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 class _quiet_ultralytics:
     """Silence ultralytics' INFO logging (model summaries) inside the block."""
 
