@@ -36,8 +36,22 @@ def child(path: str, out: str, model: str) -> None:
         from fastsam_geo.engine import FastSAMSegmenter, make_untrained_checkpoint
 
         weights = make_untrained_checkpoint(Path(out).with_name(f"FastSAM-{model}-untrained.pt"), arch=model)
+        import threading
+
         from fastsam_geo.session import SegmentedRaster
 
+        peak = {"RssAnon": 0, "RssFile": 0}
+
+        def sample():  # ru_maxrss counts shared library code too: sample the anonymous part
+            while True:
+                with open("/proc/self/status") as f:
+                    for line in f:
+                        k = line.split(":")[0]
+                        if k in peak:
+                            peak[k] = max(peak[k], int(line.split()[1]) // 1024)
+                time.sleep(0.2)
+
+        threading.Thread(target=sample, daemon=True).start()
         stats = RunStats()
         t0 = time.perf_counter()
         sr = SegmentedRaster(path, segmenter=FastSAMSegmenter(weights, conf=0.4, iou=0.9), cache=False)  # as the CLI
@@ -45,7 +59,8 @@ def child(path: str, out: str, model: str) -> None:
         total = time.perf_counter() - t0
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(dict(tiles=stats.tiles, objects=n, total_s=total, segmenter_s=stats.segment_seconds,
-                              read_s=stats.read_seconds, peak_rss_mb=rss_mb)))
+                              read_s=stats.read_seconds, peak_rss_mb=rss_mb, peak_anon_mb=peak["RssAnon"],
+                              peak_file_mb=peak["RssFile"])))
         return
     inner = ColourSegmenter()
     spent = [0.0]
@@ -94,7 +109,9 @@ def main() -> None:
         rows.append(rec)
         print(f"{size}²: {rec['tiles']} tiles, {rec['objects']} objects, total {rec['total_s']:.1f} s, "
               f"segmenter {rec['segmenter_s']:.1f} s -> overhead {rec['overhead_per_tile_s']:.3f} s/tile "
-              f"(floor 0.3), peak RSS {rec['peak_rss_mb']:.0f} MB")
+              f"(floor 0.3), peak RSS {rec['peak_rss_mb']:.0f} MB"
+              + (f" (sampled peaks: anonymous {rec['peak_anon_mb']} MB, shared library files {rec['peak_file_mb']} MB)"
+                 if "peak_anon_mb" in rec else ""))
     if len(rows) > 1:
         a, b = rows[0], rows[-1]
         print(f"peak RSS ratio {b['size']}² / {a['size']}² = {b['peak_rss_mb'] / a['peak_rss_mb']:.2f} "

@@ -25,10 +25,11 @@ from .types import RasterInfo, Tile
 
 STRETCH_SAMPLE = 2048
 DEFAULT_PERCENTILES = (2.0, 98.0)
-BLOCK_CACHE_BYTES = 128 * 1024 * 1024
+BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 """GDAL block cache while reading tiles. GDAL's default (5 % of RAM) keeps every block read,
 so memory would grow with the raster's area; tiles are read row by row and only the overlap
-rows are read twice, so a small cache costs nothing. An explicit ``GDAL_CACHEMAX`` wins."""
+rows are read twice, so a small cache costs little (at worst a block decompressed twice on
+very wide rasters). An explicit ``GDAL_CACHEMAX`` wins."""
 
 
 def _open(path: str | os.PathLike) -> rasterio.DatasetReader:
