@@ -255,16 +255,22 @@ class FastSAMSegmenter:
         proto = proto.float()
         stride = self.imgsz / ph  # input pixels per prototype pixel (4 for YOLOv8-seg)
         crops, out_boxes, out_scores = [], [], []
+        on_cpu = proto.device.type == "cpu"
+        if on_cpu:  # numpy + OpenCV: no per-op torch overhead for hundreds of small masks
+            coef_np, proto_np = coef.numpy(), proto.numpy()
         for i, (x0, y0, x1, y1) in enumerate(ib.tolist()):
             if x1 <= x0 or y1 <= y0:
                 continue
-            ry, ys = _interp_weights(y0, y1, r, py, stride, ph, proto.device)
-            rx, xs = _interp_weights(x0, x1, r, px, stride, pw, proto.device)
-            # the mask's logits on the prototype pixels under its box only, then up to native pixels
-            crop = proto[:, ys[0]:ys[1], xs[0]:xs[1]]
-            logits = (coef[i] @ crop.reshape(nm, -1)).view(crop.shape[1:])
-            m = (ry @ logits @ rx.T) > 0
-            crops.append(m.cpu().numpy())
+            if on_cpu:
+                m = _box_mask_cv2(coef_np[i], proto_np, (x0, y0, x1, y1), r, px, py, stride)
+            else:
+                ry, ys = _interp_weights(y0, y1, r, py, stride, ph, proto.device)
+                rx, xs = _interp_weights(x0, x1, r, px, stride, pw, proto.device)
+                # the mask's logits on the prototype pixels under its box only, then up to native pixels
+                crop = proto[:, ys[0]:ys[1], xs[0]:xs[1]]
+                logits = (coef[i] @ crop.reshape(nm, -1)).view(crop.shape[1:])
+                m = ((ry @ logits @ rx.T) > 0).cpu().numpy()
+            crops.append(m)
             out_boxes.append((x0, y0, x1, y1))
             out_scores.append(float(sc[i]))
         if not crops:
@@ -290,6 +296,32 @@ class FastSAMSegmenter:
         return f"{h.hexdigest()[:16]}-s{self.imgsz}-c{self.conf:g}-i{self.iou:g}-m{self.max_det}"
 
 
+
+
+def _box_mask_cv2(coef: np.ndarray, proto: np.ndarray, box: tuple[int, int, int, int], scale: float, px: float,
+                  py: float, stride: float) -> np.ndarray:
+    """One mask inside its native-pixel ``box``: logits on the prototype pixels under the box,
+    bilinearly resampled to native pixels by one ``cv2.warpAffine`` (borders replicated: the
+    same sampling as :func:`_interp_weights`, to OpenCV's 1/32-pixel interpolation grid).
+    ``coef``: ``(nm,)``; ``proto``: ``(nm, ph, pw)`` float32. Returns ``(y1 - y0, x1 - x0)`` bool.
+    """
+    import cv2
+
+    x0, y0, x1, y1 = box
+    nm, ph, pw = proto.shape
+    qx0 = ((x0 + 0.5) * scale + px) / stride - 0.5  # prototype coordinate of the first native pixel
+    qy0 = ((y0 + 0.5) * scale + py) / stride - 0.5
+    qx1 = ((x1 - 0.5) * scale + px) / stride - 0.5
+    qy1 = ((y1 - 0.5) * scale + py) / stride - 0.5
+    lx, hx = max(0, min(pw - 1, math.floor(qx0))), max(1, min(pw, math.floor(qx1) + 2))
+    ly, hy = max(0, min(ph - 1, math.floor(qy0))), max(1, min(ph, math.floor(qy1) + 2))
+    win = proto[:, ly:hy, lx:hx]
+    logits = (coef @ win.reshape(nm, -1)).reshape(hy - ly, hx - lx).astype(np.float32, copy=False)
+    a = scale / stride
+    m = np.array([[a, 0.0, qx0 - lx], [0.0, a, qy0 - ly]], dtype=np.float64)
+    up = cv2.warpAffine(logits, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                        borderMode=cv2.BORDER_REPLICATE)
+    return up > 0
 
 
 def _interp_weights(a: int, b: int, scale: float, pad: float, stride: float, size: int, device):

@@ -118,3 +118,32 @@ def test_tta_maps_flipped_views_back(untrained_fastsam_s, rng):
     k = 0
     x0, _, x1, _ = back.boxes[k]
     assert (back.crops[k] == flipped.crops[k][:, ::-1]).all() and x1 - x0 == back.crops[k].shape[1]
+
+
+@pytest.mark.parametrize("scale,px,py", [(1.0, 0.0, 0.0), (0.5, 0.0, 64.0), (0.37, 12.0, 0.0)])
+def test_cpu_mask_sampling_matches_the_exact_bilinear_weights(scale, px, py):
+    """The OpenCV path used on CPU and the torch path used on GPU build the same masks."""
+    from fastsam_geo.engine.fastsam import _box_mask_cv2, _interp_weights
+
+    g = np.random.default_rng(3)
+    nm, ph, pw, stride = 8, 64, 64, 4.0
+    proto = g.normal(size=(nm, ph, pw)).astype(np.float32)
+    native = int(ph * stride / scale)
+    agree, total = 0, 0
+    for _ in range(30):
+        x0, y0 = (int(v) for v in g.integers(0, native - 20, 2))
+        x1, y1 = (int(min(native, v + g.integers(5, native // 2))) for v in (x0, y0))
+        coef = g.normal(size=nm).astype(np.float32)
+        ours = _box_mask_cv2(coef, proto, (x0, y0, x1, y1), scale, px, py, stride)
+        ry, ys = _interp_weights(y0, y1, scale, py, stride, ph, "cpu")
+        rx, xs = _interp_weights(x0, x1, scale, px, stride, pw, "cpu")
+        t = torch.from_numpy(proto)[:, ys[0]:ys[1], xs[0]:xs[1]]
+        logits = ry @ (torch.from_numpy(coef) @ t.reshape(nm, -1)).view(t.shape[1:]) @ rx.T
+        exact = logits.numpy()
+        assert ours.shape == exact.shape == (y1 - y0, x1 - x0)
+        differ = ours != (exact > 0)
+        # only pixels whose logit is within OpenCV's interpolation rounding of zero may differ
+        assert np.abs(exact[differ]).max(initial=0) < 0.05 * np.abs(exact).max()
+        agree += (~differ).sum()
+        total += differ.size
+    assert agree / total > 0.995
