@@ -59,7 +59,7 @@ def main() -> None:
     from fastsam_geo.raster import read_info
     from fastsam_geo.samples import SAMPLE_IMAGE
 
-    image = SAMPLE_IMAGE if args.image == "sample" else Path(args.image)
+    image = SAMPLE_IMAGE if args.image == "sample" else Path(args.image).resolve()  # samgeo runs elsewhere
     seg = FastSAMSegmenter(args.model, device="cpu")
     info = read_info(image)
     tile = int(seg.meta.get("tile_size", 1024))
@@ -68,7 +68,10 @@ def main() -> None:
     arch = f"{seg.meta.get('arch', 'yolov8n-seg')}.yaml".replace("yolov8n-seg", "yolov8n-seg")
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        torch.save({k: v.float() for k, v in seg.model.state_dict().items()}, d / "sd.pt")
+        from ultralytics.nn.tasks import load_checkpoint
+
+        unfused, _ = load_checkpoint(str(seg.path), device="cpu", fuse=False)  # seg.model has BN fused away
+        torch.save({k: v.float() for k, v in unfused.state_dict().items()}, d / "sd.pt")
         env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "YOLO_OFFLINE": "1",
                "TORCH_HOME": str(d)}
         (d / "hub" / "checkpoints").mkdir(parents=True)
