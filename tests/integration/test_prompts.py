@@ -84,6 +84,21 @@ def test_only_the_tiles_a_prompt_touches_are_segmented_then_cached(scene):
     assert again.geometry[0].equals(first.geometry[0])
 
 
+def test_one_shot_runs_keep_no_tile_results_and_sessions_keep_a_bounded_amount(scene):
+    _, tif = scene
+    once = SegmentedRaster(tif, segmenter=CountingSegmenter(), tile_size=TILE, overlap=OVERLAP, cache=False)
+    whole = once.segment()
+    assert len(whole) and len(once.store) == 0  # memory does not grow with the raster's area
+    every = SegmentedRaster(tif, segmenter=CountingSegmenter(), tile_size=TILE, overlap=OVERLAP)
+    every.segment()
+    assert len(every.store) == len(every.grid)  # the default bound (256 MB) holds this small raster
+    kept = SegmentedRaster(tif, segmenter=CountingSegmenter(), tile_size=TILE, overlap=OVERLAP)
+    kept.store.max_bytes = 3 * every.store.nbytes // len(every.store)  # about three tiles' worth
+    again = kept.segment()
+    assert again.geometry.union_all().equals(whole.geometry.union_all())
+    assert 0 < len(kept.store) < len(kept.grid) and kept.store.nbytes <= kept.store.max_bytes
+
+
 def test_disk_cache_answers_a_new_process_without_the_model(scene, tmp_path):
     sc, tif = scene
     sr = SegmentedRaster(tif, segmenter="fastsam_geo.synthetic:ColourSegmenter", tile_size=TILE,
