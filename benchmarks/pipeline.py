@@ -33,13 +33,12 @@ def child(path: str, out: str, model: str) -> None:
     from fastsam_geo.synthetic import ColourSegmenter
 
     if model != "none":
-        from fastsam_geo.engine import FastSAMSegmenter, make_untrained_checkpoint
-
-        weights = make_untrained_checkpoint(Path(out).with_name(f"FastSAM-{model}-untrained.pt"), arch=model)
         import threading
 
+        from fastsam_geo.engine import FastSAMSegmenter, make_untrained_checkpoint
         from fastsam_geo.session import SegmentedRaster
 
+        weights = make_untrained_checkpoint(Path(out).with_name(f"FastSAM-{model}-untrained.pt"), arch=model)
         peak = {"RssAnon": 0, "RssFile": 0}
 
         def sample():  # ru_maxrss counts shared library code too: sample the anonymous part

@@ -14,10 +14,10 @@ from .models import load_segmenter
 from .pipeline import RunStats
 from .prompts import Prompt
 from .raster import read_info
-from .session import SegmentedRaster
+from .session import SegmentedRaster, single_call_cache
 from .types import ProgressCallback, RasterInfo
 
-__all__ = ["SegmentedRaster", "evaluate", "load_segmenter", "raster_info", "segment_raster"]
+__all__ = ["SegmentedRaster", "evaluate", "load_segmenter", "raster_info", "segment_raster", "single_call_cache"]
 
 
 def raster_info(path: str | os.PathLike) -> RasterInfo:
@@ -91,7 +91,7 @@ def segment_raster(
         raise InputError("give prompts or a bbox, not both")
     sr = SegmentedRaster(path, segmenter=segmenter, tile_size=tile_size, overlap=overlap, bands=bands,
                          stretch=stretch, device=device, min_area=min_area, simplify=simplify,
-                         cache=(None if prompts else False) if cache is None else cache,  # one call: keep little
+                         cache=single_call_cache(cache, bool(prompts)),
                          batch_size=batch_size, text_embedder=text_embedder)
     if prompts is not None:
         return sr.prompt(prompts, progress=progress, output=output, stats=stats)

@@ -135,7 +135,7 @@ def main(debug: bool) -> None:
 def segment(raster, output, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou,
             imgsz, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, quiet):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
-    from .api import SegmentedRaster, load_segmenter, raster_info
+    from .api import SegmentedRaster, load_segmenter, raster_info, single_call_cache
     from .io import check_output, read_prompts
     from .pipeline import RunStats
     from .prompts import TextPrompt, parse_box, parse_point
@@ -165,7 +165,7 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
     try:
         sr = SegmentedRaster(raster, segmenter=seg, tile_size=tile_size, overlap=overlap,
                              bands=_int_list(bands, "--bands"), stretch=stretch, device=device, min_area=min_area,
-                             simplify=simplify, cache=(None if prompts else False) if cache is None else cache,
+                             simplify=simplify, cache=single_call_cache(cache, bool(prompts)),
                              batch_size=batch_size, text_embedder=clip)
         if prompts:
             gdf = sr.prompt(prompts, progress=bar, output=output, stats=stats)

@@ -114,11 +114,11 @@ def merge_overlapping(inst: Instances, iou: float, *, contain: float = 0.8) -> I
     if len(inst) < 2:
         return inst
     order = np.argsort(-inst.scores, kind="stable")
-    kept: list[list] = []  # [box, crop, score]
+    kept: list[list] = []  # [box, crop, score, area]
     for i in order:
         box = tuple(int(v) for v in inst.boxes[i])
         crop = inst.crops[i]
-        area = int(crop.sum())
+        area = int(np.count_nonzero(crop))
         for k in kept:
             ib = intersect(box, k[0])
             if ib is None:
@@ -128,13 +128,13 @@ def merge_overlapping(inst: Instances, iou: float, *, contain: float = 0.8) -> I
             inter = int(np.count_nonzero(a & b))
             if inter == 0:
                 continue
-            union = area + int(k[1].sum()) - inter
+            union = area + k[3] - inter
             if inter / union >= iou or inter / max(area, 1) >= contain:
                 ub = (min(box[0], k[0][0]), min(box[1], k[0][1]), max(box[2], k[0][2]), max(box[3], k[0][3]))
                 k[1] = crop_window(k[1], k[0], ub) | crop_window(crop, box, ub)
-                k[0] = ub
+                k[0], k[3] = ub, int(np.count_nonzero(k[1]))
                 break
         else:
-            kept.append([box, crop, float(inst.scores[i])])
+            kept.append([box, crop, float(inst.scores[i]), area])
     return Instances(np.asarray([k[0] for k in kept], np.int32).reshape(-1, 4),
                      np.asarray([k[2] for k in kept], np.float32), tuple(k[1] for k in kept), inst.shape)

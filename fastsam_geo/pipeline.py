@@ -97,6 +97,15 @@ def segment_tiles(segmenter: SegmentFn, images: list[np.ndarray]) -> list[MaskSe
     return results
 
 
+def segment_tile(reader: TileReader, tile: Tile, segmenter: SegmentFn, min_area: int = 16) -> Instances:
+    """One tile's instances outside a run (the same steps as the batched stages: a fully
+    masked tile never reaches the model; masks are clipped to valid pixels)."""
+    image, valid = reader.read(tile)
+    if not valid.any():
+        return Instances.empty((tile.height, tile.width))
+    return to_instances(segment_tiles(segmenter, [image])[0], (tile.height, tile.width), valid, min_area=min_area)
+
+
 def staged(segmenter: object) -> bool:
     """Whether a segmenter exposes ``prepare`` / ``infer`` / ``decode`` stages to overlap."""
     return all(callable(getattr(segmenter, m, None)) for m in ("prepare", "infer", "decode"))

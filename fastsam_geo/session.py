@@ -22,9 +22,9 @@ from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
 from .errors import EmptyResultWarning, InputError, RasterError
-from .masks import intersect, to_instances
+from .masks import intersect
 from .models import SegmentFn, load_segmenter, segmenter_key
-from .pipeline import RunStats, VectorOptions, iter_objects, segment_tiles, staged
+from .pipeline import RunStats, VectorOptions, iter_objects, segment_tile, staged
 from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_objects, union
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
@@ -34,6 +34,15 @@ from .vectorize import mask_to_geometry, objects_to_records
 COLUMNS = {"score": "float32", "area_m2": "float64"}
 PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
                   "area_m2": "float64"}
+
+
+def single_call_cache(cache: str | os.PathLike | bool | None, prompting: bool):
+    """The ``cache`` for a :class:`SegmentedRaster` that serves one call (``segment_raster``,
+    one CLI run): as given, else nothing kept for a whole-raster run (memory must not grow
+    with the raster) and the bounded memory store for prompts (text prompts reuse tiles)."""
+    if cache is not None:
+        return cache
+    return None if prompting else False
 
 
 class SegmentedRaster:
@@ -275,12 +284,7 @@ class SegmentedRaster:
         memory store; the same model on the same pixels gives the same instances)."""
         inst = self.store.get(ti)
         if inst is None:
-            tile = self.grid.tiles[ti]
-            image, valid = self.reader.read(tile)
-            if not valid.any():
-                return Instances.empty((tile.height, tile.width))
-            inst = to_instances(segment_tiles(self.segmenter, [image])[0], (tile.height, tile.width), valid,
-                                min_area=self.options.min_area)
+            inst = segment_tile(self.reader, self.grid.tiles[ti], self.segmenter, self.options.min_area)
             self.store.put(ti, inst)
         return inst
 
