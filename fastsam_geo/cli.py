@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 import warnings
@@ -49,6 +50,9 @@ def handle_errors(fn: Callable) -> Callable:
                 _fail(str(exc), 2)
             except KeyboardInterrupt:
                 _fail("interrupted; no output written", 130)
+            except BrokenPipeError:  # whoever read our stdout stopped (`| head`): not a failure
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
+                sys.exit(0)
             except (click.exceptions.Exit, click.ClickException, SystemExit):
                 raise
             except Exception as exc:

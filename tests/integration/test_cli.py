@@ -238,3 +238,15 @@ def test_bad_prompts_file(scene_tif, tmp_path, kind):
                                   "--prompts", str(tmp_path / "p.gpkg")])
     assert r.exit_code == 2
     assert ("no features" if kind == "empty" else "is a LineString; prompts must be points") in r.output
+
+
+def test_output_piped_into_head_is_not_an_error(scene_tif):
+    # `fastsam-geo info x.tif | head -1`: the reader closes the pipe early
+    _, tif = scene_tif
+    exe = Path(sys.executable).with_name("fastsam-geo")
+    p = subprocess.Popen([str(exe), "info", str(tif)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "YOLO_OFFLINE": "1"})
+    p.stdout.read(1)
+    p.stdout.close()  # like head: stop reading after the first bytes
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0 and "Error" not in err and "Traceback" not in err, err
