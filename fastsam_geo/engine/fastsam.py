@@ -257,7 +257,10 @@ class FastSAMSegmenter:
         crops, out_boxes, out_scores = [], [], []
         on_cpu = proto.device.type == "cpu"
         if on_cpu:  # numpy + OpenCV: no per-op torch overhead for hundreds of small masks
-            coef_np, proto_np = coef.numpy(), proto.numpy()
+            # prototypes channels-last (ph, pw, nm): a free view of the network's own layout on
+            # CPU, where slicing a box's window needs no copy (the (nm, ph, pw) slice did)
+            coef_np = coef.numpy()
+            proto_np = np.ascontiguousarray(proto.numpy().transpose(1, 2, 0))
         for i, (x0, y0, x1, y1) in enumerate(ib.tolist()):
             if x1 <= x0 or y1 <= y0:
                 continue
@@ -303,20 +306,20 @@ def _box_mask_cv2(coef: np.ndarray, proto: np.ndarray, box: tuple[int, int, int,
     """One mask inside its native-pixel ``box``: logits on the prototype pixels under the box,
     bilinearly resampled to native pixels by one ``cv2.warpAffine`` (borders replicated: the
     same sampling as :func:`_interp_weights`, to OpenCV's 1/32-pixel interpolation grid).
-    ``coef``: ``(nm,)``; ``proto``: ``(nm, ph, pw)`` float32. Returns ``(y1 - y0, x1 - x0)`` bool.
+    ``coef``: ``(nm,)``; ``proto``: ``(ph, pw, nm)`` float32, channels last (a window of it is
+    a strided view, no copy). Returns ``(y1 - y0, x1 - x0)`` bool.
     """
     import cv2
 
     x0, y0, x1, y1 = box
-    nm, ph, pw = proto.shape
+    ph, pw = proto.shape[:2]
     qx0 = ((x0 + 0.5) * scale + px) / stride - 0.5  # prototype coordinate of the first native pixel
     qy0 = ((y0 + 0.5) * scale + py) / stride - 0.5
     qx1 = ((x1 - 0.5) * scale + px) / stride - 0.5
     qy1 = ((y1 - 0.5) * scale + py) / stride - 0.5
     lx, hx = max(0, min(pw - 1, math.floor(qx0))), max(1, min(pw, math.floor(qx1) + 2))
     ly, hy = max(0, min(ph - 1, math.floor(qy0))), max(1, min(ph, math.floor(qy1) + 2))
-    win = proto[:, ly:hy, lx:hx]
-    logits = (coef @ win.reshape(nm, -1)).reshape(hy - ly, hx - lx).astype(np.float32, copy=False)
+    logits = (proto[ly:hy, lx:hx] @ coef).astype(np.float32, copy=False)  # (hy - ly, hx - lx)
     a = scale / stride
     m = np.array([[a, 0.0, qx0 - lx], [0.0, a, qy0 - ly]], dtype=np.float64)
     up = cv2.warpAffine(logits, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,

@@ -134,7 +134,7 @@ def test_cpu_mask_sampling_matches_the_exact_bilinear_weights(scale, px, py):
         x0, y0 = (int(v) for v in g.integers(0, native - 20, 2))
         x1, y1 = (int(min(native, v + g.integers(5, native // 2))) for v in (x0, y0))
         coef = g.normal(size=nm).astype(np.float32)
-        ours = _box_mask_cv2(coef, proto, (x0, y0, x1, y1), scale, px, py, stride)
+        ours = _box_mask_cv2(coef, proto.transpose(1, 2, 0), (x0, y0, x1, y1), scale, px, py, stride)
         ry, ys = _interp_weights(y0, y1, scale, py, stride, ph, "cpu")
         rx, xs = _interp_weights(x0, x1, scale, px, stride, pw, "cpu")
         t = torch.from_numpy(proto)[:, ys[0]:ys[1], xs[0]:xs[1]]
