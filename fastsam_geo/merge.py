@@ -147,11 +147,19 @@ class SeamMerger:
                 x1 - m if x1 < self.grid.width else x1, y1 - m if y1 < self.grid.height else y1)
 
     def _match(self, new: list[int], tile: Tile, old: list[int], nb: Tile) -> None:
-        """Greedy one-to-one matching of two neighbours' candidates by IoU where both see them.
+        """Join the candidates of two neighbours that are views of one object, where both see them.
 
-        Pairs are pruned before any pixel is touched: their boxes must meet inside the shared
-        window and their areas there must allow the IoU threshold; the IoU itself is counted
-        on the boxes' intersection only, so hundreds of candidates per tile stay cheap.
+        With overlap both tiles see the same window: greedy one-to-one by IoU, then *split
+        views*: a candidate whose window part is covered by several of the other tile's (each
+        lying at least half inside it, together at IoU >= ``match_iou``: a ring or U shape
+        the other tile sees as two legs) is joined with all of them. With zero overlap the
+        tiles share no pixel and the windows are the strips either side of the seam: a mask
+        continues across it when at least ``match_iou`` of the smaller strip touches the
+        other (its shape may change right at the seam, so IoU would split it).
+
+        Pairs are pruned before any pixel is touched (their boxes must meet inside the window,
+        enough to allow a match), and pixels are counted on the boxes' intersection only, so
+        hundreds of candidates per tile stay cheap.
         """
         wins = _match_windows(tile, nb)
         if wins is None:
@@ -170,24 +178,57 @@ class SeamMerger:
         iy0 = np.maximum(ab[:, None, 1], bb[None, :, 1])
         ix1 = np.minimum(ab[:, None, 2], bb[None, :, 2])
         iy1 = np.minimum(ab[:, None, 3], bb[None, :, 3])
-        bound = np.minimum(aa[:, None], ba[None, :]) / np.maximum(aa[:, None], ba[None, :])
-        cand = (ix1 > ix0) & (iy1 > iy0) & (bound >= self.match_iou)
-        pairs = []
+        smaller = np.minimum(aa[:, None], ba[None, :])
+        box_inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+        # one-to-one needs the areas to allow the IoU; the others, half the smaller inside the boxes' meet
+        cand = (box_inter > 0) & ((smaller / np.maximum(aa[:, None], ba[None, :]) >= self.match_iou)
+                                  | (box_inter >= 0.5 * smaller))
+        inter: dict[tuple[int, int], int] = {}
         for i, j in zip(*np.nonzero(cand)):
             ca, cb = self._cands[a[i][0]], self._cands[b[j][0]]
             x0, y0, x1, y1 = int(ix0[i, j]), int(iy0[i, j]), int(ix1[i, j]), int(iy1[i, j])
             ma = ca.crop[y0 - ca.box[1]:y1 - ca.box[1], x0 - ca.box[0]:x1 - ca.box[0]]
             mb = cb.crop[y0 - dy - cb.box[1]:y1 - dy - cb.box[1], x0 - dx - cb.box[0]:x1 - dx - cb.box[0]]
-            inter = np.count_nonzero(ma & mb)
-            iou = inter / (aa[i] + ba[j] - inter)
-            if iou >= self.match_iou:
-                pairs.append((iou, i, j))
+            n = np.count_nonzero(ma & mb)
+            if n:
+                inter[(int(i), int(j))] = n
+        if wa != wb:  # zero overlap: continuity across the seam
+            for (i, j), n in inter.items():
+                if n >= self.match_iou * min(aa[i], ba[j]):
+                    self._union(a[i][0], b[j][0])
+            return
+        pairs = sorted(((n / (aa[i] + ba[j] - n), i, j) for (i, j), n in inter.items()), reverse=True)
         used_a, used_b = set(), set()
-        for _, i, j in sorted(pairs, reverse=True):
-            if i not in used_a and j not in used_b:
+        for iou, i, j in pairs:
+            if iou >= self.match_iou and i not in used_a and j not in used_b:
                 used_a.add(i)
                 used_b.add(j)
                 self._union(a[i][0], b[j][0])
+        covers_a: dict[int, list[int]] = {}  # i in a -> the b lying at least half inside it
+        covers_b: dict[int, list[int]] = {}
+        for (i, j), n in inter.items():
+            if n >= 0.5 * ba[j]:
+                covers_a.setdefault(i, []).append(j)
+            if n >= 0.5 * aa[i]:
+                covers_b.setdefault(j, []).append(i)
+        for whole, pieces in [(a[i][0], [b[j][0] for j in js]) for i, js in covers_a.items() if len(js) > 1] + \
+                             [(b[j][0], [a[i][0] for i in iz]) for j, iz in covers_b.items() if len(iz) > 1]:
+            if self._union_iou(whole, pieces, wa) >= self.match_iou:
+                for p in pieces:
+                    self._union(whole, p)
+
+    def _union_iou(self, c: int, others: list[int], win: Box) -> float:
+        """IoU, within ``win``, of candidate ``c`` with the union of ``others``."""
+        x = self._window_mask(c, win)
+        u = np.zeros_like(x)
+        for o in others:
+            u |= self._window_mask(o, win)
+        union = np.count_nonzero(x | u)
+        return np.count_nonzero(x & u) / union if union else 0.0
+
+    def _window_mask(self, c: int, win: Box) -> np.ndarray:
+        cand = self._cands[c]
+        return crop_window(cand.crop, cand.box, win)
 
     def _in_window(self, ids: list[int], win: Box, dx: int, dy: int) -> list[tuple[int, Box, int]]:
         """(id, box within ``win`` shifted by (dx, dy), pixels within ``win``) of candidates there."""
