@@ -42,7 +42,9 @@ def to_instances(result: MaskSet | Instances, shape: tuple[int, int],
         raise SegmenterError(f"segmenter must return MaskSet objects, got {type(result).__name__}")
 
     out_boxes, out_crops, out_scores = [], [], []
-    for (x0, y0, x1, y1), crop, score in zip(np.asarray(boxes, dtype=np.int64), crops, scores):
+    if valid is not None and valid.all():
+        valid = None
+    for (x0, y0, x1, y1), crop, score in zip(np.asarray(boxes, dtype=np.int64).tolist(), crops, scores):
         if valid is not None and x1 > x0 and y1 > y0:
             crop = crop & valid[y0:y1, x0:x1]
         tight = _tighten(crop)
@@ -50,7 +52,7 @@ def to_instances(result: MaskSet | Instances, shape: tuple[int, int],
             continue
         tx0, ty0, tx1, ty1 = tight
         crop = crop[ty0:ty1, tx0:tx1]
-        if int(crop.sum()) < min_area:
+        if np.count_nonzero(crop) < min_area:
             continue
         out_boxes.append((x0 + tx0, y0 + ty0, x0 + tx1, y0 + ty1))
         out_crops.append(np.ascontiguousarray(crop))

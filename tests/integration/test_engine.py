@@ -147,3 +147,16 @@ def test_cpu_mask_sampling_matches_the_exact_bilinear_weights(scale, px, py):
         agree += (~differ).sum()
         total += differ.size
     assert agree / total > 0.995
+
+
+@pytest.mark.parametrize("iou", [0.45, 0.7, 0.9])
+def test_cpu_nms_keeps_what_torchvision_keeps(iou):
+    import torchvision
+
+    from fastsam_geo.engine.fastsam import _nms
+
+    g = np.random.default_rng(int(iou * 100))
+    xy = g.uniform(0, 1024, (3000, 2))
+    boxes = torch.from_numpy(np.column_stack([xy, xy + g.uniform(4, 300, (3000, 2))]).astype(np.float32))
+    scores = torch.from_numpy(g.random(3000).astype(np.float32))
+    assert torch.equal(_nms(boxes, scores, iou), torchvision.ops.nms(boxes, scores, iou))

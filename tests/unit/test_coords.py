@@ -47,6 +47,26 @@ def test_web_mercator_planar_area_would_be_wrong():
     assert area < 0.5 * sq.area  # planar 3857 area overstates by 1/cos²(lat)
 
 
+@pytest.mark.parametrize("crs,lon,lat", [("EPSG:32633", 15, 45), ("EPSG:3857", 10, 60), ("EPSG:4326", 37, -1),
+                                          ("ESRI:54009", 20, 30), ("EPSG:2263", -74, 40.7), ("EPSG:32761", 0, -89.9)])
+def test_building_sized_areas_match_integration_on_the_ellipsoid(crs, lon, lat):
+    """The vectorised local-scale areas (polygons under 5 km) agree with pyproj's geodesic
+    integration, in feet, degrees, spherical Web Mercator and Mollweide, near a pole; a
+    polygon larger than that is integrated."""
+    crs = parse_crs(crs)
+    x, y = transform_xy(np.array([lon]), np.array([lat]), parse_crs(4326), crs)
+    unit = 1e-5 if crs.is_geographic else 1 / crs.axis_info[0].unit_conversion_factor  # ~1 m
+    g = np.random.default_rng(5)
+    geoms = [shapely.affinity.rotate(shapely.box(cx, cy, cx + s, cy + s * g.uniform(0.2, 1)), g.uniform(0, 90))
+             for cx, cy, s in zip(x[0] + g.normal(size=50) * 2000 * unit, y[0] + g.normal(size=50) * 2000 * unit,
+                                  g.uniform(5, 3000, 50) * unit)]
+    geoms.append(shapely.box(x[0], y[0], x[0] + 20000 * unit, y[0] + 20000 * unit))
+    geoms = np.array(geoms)
+    geod = crs.get_geod()
+    exact = [abs(geod.geometry_area_perimeter(p)[0]) for p in transform_geometries(geoms, crs, crs.geodetic_crs)]
+    np.testing.assert_allclose(geodesic_areas(geoms, crs), exact, rtol=1e-5)
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6), st.floats(0.01, 100), st.floats(0.01, 100),
        st.floats(-180, 180))
