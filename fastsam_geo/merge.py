@@ -150,9 +150,9 @@ class SeamMerger:
         """Join the candidates of two neighbours that are views of one object, where both see them.
 
         With overlap both tiles see the same window: greedy one-to-one by IoU, then *split
-        views*: a candidate whose window part is covered by several of the other tile's (each
-        lying at least half inside it, together at IoU >= ``match_iou``: a ring or U shape
-        the other tile sees as two legs) is joined with all of them. With zero overlap the
+        views*: a candidate whose window part is covered by several disjoint masks of the other
+        tile (each lying at least half inside it, together at IoU >= ``match_iou``: a ring or
+        U shape the other tile sees as two wings) is joined with all of them. With zero overlap the
         tiles share no pixel and the windows are the strips either side of the seam: a mask
         continues across it when at least ``match_iou`` of the smaller strip touches the
         other (its shape may change right at the seam, so IoU would split it).
@@ -178,51 +178,83 @@ class SeamMerger:
         iy0 = np.maximum(ab[:, None, 1], bb[None, :, 1])
         ix1 = np.minimum(ab[:, None, 2], bb[None, :, 2])
         iy1 = np.minimum(ab[:, None, 3], bb[None, :, 3])
-        smaller = np.minimum(aa[:, None], ba[None, :])
         box_inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
-        # one-to-one needs the areas to allow the IoU; the others, half the smaller inside the boxes' meet
-        cand = (box_inter > 0) & ((smaller / np.maximum(aa[:, None], ba[None, :]) >= self.match_iou)
-                                  | (box_inter >= 0.5 * smaller))
         inter: dict[tuple[int, int], int] = {}
-        for i, j in zip(*np.nonzero(cand)):
-            ca, cb = self._cands[a[i][0]], self._cands[b[j][0]]
-            x0, y0, x1, y1 = int(ix0[i, j]), int(iy0[i, j]), int(ix1[i, j]), int(iy1[i, j])
-            ma = ca.crop[y0 - ca.box[1]:y1 - ca.box[1], x0 - ca.box[0]:x1 - ca.box[0]]
-            mb = cb.crop[y0 - dy - cb.box[1]:y1 - dy - cb.box[1], x0 - dx - cb.box[0]:x1 - dx - cb.box[0]]
-            n = np.count_nonzero(ma & mb)
-            if n:
-                inter[(int(i), int(j))] = n
+
+        def count(i: int, j: int) -> int:  # pixels both see, on the boxes' intersection only
+            if (i, j) not in inter:
+                ca, cb = self._cands[a[i][0]], self._cands[b[j][0]]
+                x0, y0, x1, y1 = int(ix0[i, j]), int(iy0[i, j]), int(ix1[i, j]), int(iy1[i, j])
+                ma = ca.crop[y0 - ca.box[1]:y1 - ca.box[1], x0 - ca.box[0]:x1 - ca.box[0]]
+                mb = cb.crop[y0 - dy - cb.box[1]:y1 - dy - cb.box[1], x0 - dx - cb.box[0]:x1 - dx - cb.box[0]]
+                inter[(i, j)] = int(np.count_nonzero(ma & mb))
+            return inter[(i, j)]
+
         if wa != wb:  # zero overlap: continuity across the seam
-            for (i, j), n in inter.items():
-                if n >= self.match_iou * min(aa[i], ba[j]):
+            smaller = np.minimum(aa[:, None], ba[None, :])
+            for i, j in zip(*np.nonzero(box_inter >= self.match_iou * smaller)):
+                if count(i, j) >= self.match_iou * smaller[i, j]:
                     self._union(a[i][0], b[j][0])
             return
-        pairs = sorted(((n / (aa[i] + ba[j] - n), i, j) for (i, j), n in inter.items()), reverse=True)
-        used_a, used_b = set(), set()
-        for iou, i, j in pairs:
-            if iou >= self.match_iou and i not in used_a and j not in used_b:
-                used_a.add(i)
-                used_b.add(j)
+        # one-to-one: only pairs whose areas allow the IoU
+        bound = np.minimum(aa[:, None], ba[None, :]) / np.maximum(aa[:, None], ba[None, :])
+        pairs = []
+        for i, j in zip(*np.nonzero((box_inter > 0) & (bound >= self.match_iou))):
+            n = count(i, j)
+            if n:
+                pairs.append((n / (aa[i] + ba[j] - n), i, j))
+        partner_a: dict[int, int] = {}
+        partner_b: dict[int, int] = {}
+        for iou, i, j in sorted(pairs, reverse=True):
+            if iou >= self.match_iou and i not in partner_a and j not in partner_b:
+                partner_a[i], partner_b[j] = j, i
                 self._union(a[i][0], b[j][0])
-        covers_a: dict[int, list[int]] = {}  # i in a -> the b lying at least half inside it
+        # split views: unmatched masks lying inside a mask of the other tile (their boxes within
+        # its box, 2 px of slack; at least half their pixels inside it)
+        un_a = np.ones(len(a), bool)
+        un_a[list(partner_a)] = False
+        un_b = np.ones(len(b), bool)
+        un_b[list(partner_b)] = False
+        b_in_a = _box_within(bb[None, :], ab[:, None], 2) & un_b[None, :]
+        a_in_b = _box_within(ab[:, None], bb[None, :], 2) & un_a[:, None]
+        covers_a: dict[int, list[int]] = {}  # i in a -> the b inside it
         covers_b: dict[int, list[int]] = {}
-        for (i, j), n in inter.items():
-            if n >= 0.5 * ba[j]:
+        for i, j in zip(*np.nonzero(b_in_a)):
+            if count(i, j) >= 0.5 * ba[j]:
                 covers_a.setdefault(i, []).append(j)
-            if n >= 0.5 * aa[i]:
+        for i, j in zip(*np.nonzero(a_in_b)):
+            if count(i, j) >= 0.5 * aa[i]:
                 covers_b.setdefault(j, []).append(i)
-        for whole, pieces in [(a[i][0], [b[j][0] for j in js]) for i, js in covers_a.items() if len(js) > 1] + \
-                             [(b[j][0], [a[i][0] for i in iz]) for j, iz in covers_b.items() if len(iz) > 1]:
-            if self._union_iou(whole, pieces, wa) >= self.match_iou:
-                for p in pieces:
-                    self._union(whole, p)
+        for i, js in covers_a.items():
+            p = partner_a.get(i)
+            pieces = js + ([p] if p is not None and count(i, p) >= 0.5 * ba[p] else [])
+            if len(pieces) > 1 and self._union_iou(a[i][0], [b[j][0] for j in pieces], wa) >= self.match_iou:
+                for j in pieces:
+                    self._union(a[i][0], b[j][0])
+        for j, iz in covers_b.items():
+            p = partner_b.get(j)
+            pieces = iz + ([p] if p is not None and count(p, j) >= 0.5 * aa[p] else [])
+            if len(pieces) > 1 and self._union_iou(b[j][0], [a[i][0] for i in pieces], wa) >= self.match_iou:
+                for i in pieces:
+                    self._union(b[j][0], a[i][0])
 
     def _union_iou(self, c: int, others: list[int], win: Box) -> float:
-        """IoU, within ``win``, of candidate ``c`` with the union of ``others``."""
-        x = self._window_mask(c, win)
+        """IoU, within ``win``, of candidate ``c`` with the union of ``others``; 0 when ``others``
+        overlap each other (nested masks, such as an object and its parts, are not a split view)."""
+        boxes = [self._cands[o].box for o in [c, *others]]
+        sub = intersect((min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                         max(b[3] for b in boxes)), win)
+        if sub is None:
+            return 0.0
+        x = self._window_mask(c, sub)
         u = np.zeros_like(x)
+        total = 0
         for o in others:
-            u |= self._window_mask(o, win)
+            m = self._window_mask(o, sub)
+            total += np.count_nonzero(m)
+            u |= m
+        if np.count_nonzero(u) < total:
+            return 0.0
         union = np.count_nonzero(x | u)
         return np.count_nonzero(x & u) / union if union else 0.0
 
@@ -300,6 +332,12 @@ class SeamMerger:
 
 def _inside(box: Box, outer: Box) -> bool:
     return box[0] >= outer[0] and box[1] >= outer[1] and box[2] <= outer[2] and box[3] <= outer[3]
+
+
+def _box_within(inner: np.ndarray, outer: np.ndarray, slack: int) -> np.ndarray:
+    """Whether boxes ``inner`` lie within ``outer`` (broadcast ``(..., 4)`` arrays), give or take ``slack`` px."""
+    return ((inner[..., 0] >= outer[..., 0] - slack) & (inner[..., 1] >= outer[..., 1] - slack)
+            & (inner[..., 2] <= outer[..., 2] + slack) & (inner[..., 3] <= outer[..., 3] + slack))
 
 
 def _union_box(a: Box, b: Box) -> Box:
