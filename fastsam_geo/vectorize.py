@@ -24,7 +24,8 @@ def mask_to_geometry(mask: np.ndarray, transform: Affine, *, min_component: int 
     at least ``min_component`` pixels and 5 % of the largest; holes (interior rings) smaller
     than ``min_hole`` pixels or 1 % of the mask are filled, larger ones (courtyards) kept.
     ``simplify`` is a Douglas-Peucker tolerance in pixels (0: exact pixel outlines, the
-    polygons ``rasterio.features.shapes`` traces with 4-connectivity). Geometries are valid.
+    polygons ``rasterio.features.shapes`` traces with 4-connectivity). Geometries are valid:
+    parts are traced one 4-connected part at a time, so rings can touch only at corners.
     """
     import cv2
 
@@ -54,10 +55,10 @@ def mask_to_geometry(mask: np.ndarray, transform: Affine, *, min_component: int 
     parts = shapely.polygons(shapely.linearrings(coords, indices=ring), indices=ring_part)
     geom: Polygon | MultiPolygon = parts[0] if len(parts) == 1 else \
         MultiPolygon(sorted(parts, key=lambda p: -p.area))
-    if simplify > 0:
+    if simplify > 0:  # traced outlines are valid by construction (property-tested); simplified ones are checked
         geom = geom.simplify(simplify * np.sqrt(abs(transform.determinant)), preserve_topology=True)
-    if not geom.is_valid:
-        geom = _largest_polygonal(shapely.make_valid(geom))
+        if not geom.is_valid:
+            geom = _largest_polygonal(shapely.make_valid(geom))
     return geom
 
 

@@ -180,7 +180,7 @@ class FastSAMSegmenter:
         cand = np.flatnonzero(votes >= 2)
         if len(cand) == 0:
             return Instances.empty(views[0].shape)
-        keep = _nms(tb[cand], torch.from_numpy(scores[cand]), self.iou)[: self.max_det].numpy()
+        keep = _nms(tb[cand], torch.from_numpy(scores[cand]), self.iou, self.max_det).numpy()
         keep = cand[keep]
         return Instances(boxes[keep].astype(np.int32), scores[keep], tuple(crops[k] for k in keep), views[0].shape)
 
@@ -237,7 +237,7 @@ class FastSAMSegmenter:
         cand = cand[order]
         xy, wh = cand[:, :2], cand[:, 2:4]
         boxes = torch.cat([xy - wh / 2, xy + wh / 2], 1)
-        keep = _nms(boxes, sc, self.iou)[: self.max_det]
+        keep = _nms(boxes, sc, self.iou, self.max_det)
         boxes, sc, coef = boxes[keep], sc[keep], cand[keep, 4 + nc:]
         # back to native tile pixels
         r, px, py = geo
@@ -325,9 +325,10 @@ def _box_mask_cv2(coef: np.ndarray, proto: np.ndarray, box: tuple[int, int, int,
     return up > 0
 
 
-def _nms(boxes: Any, scores: Any, iou: float) -> Any:
-    """Greedy NMS, indices by decreasing score. On CPU OpenCV's (same result as torchvision's,
-    tested; importing torchvision costs ~1.3 s a process); elsewhere torchvision's on the device."""
+def _nms(boxes: Any, scores: Any, iou: float, max_det: int = 0) -> Any:
+    """Greedy NMS, indices by decreasing score, the first ``max_det`` (0: all). On CPU OpenCV's
+    (same result as torchvision's, tested; importing torchvision costs ~1.3 s a process; its
+    ``top_k`` cuts candidates *before* NMS, so it is not used); elsewhere torchvision's."""
     torch = _torch()
     if boxes.device.type == "cpu":
         import cv2
@@ -335,10 +336,12 @@ def _nms(boxes: Any, scores: Any, iou: float) -> Any:
         b = boxes.numpy().astype(np.float64)
         b[:, 2:] -= b[:, :2]  # x0, y0, w, h
         keep = cv2.dnn.NMSBoxes(b, scores.numpy().astype(np.float32), 0.0, float(iou))
-        return torch.from_numpy(np.asarray(keep, dtype=np.int64).reshape(-1))
-    import torchvision
+        keep = torch.from_numpy(np.asarray(keep, dtype=np.int64).reshape(-1))
+    else:
+        import torchvision
 
-    return torchvision.ops.nms(boxes, scores, iou)
+        keep = torchvision.ops.nms(boxes, scores, iou)
+    return keep[:max_det] if max_det > 0 else keep
 
 
 def _interp_weights(a: int, b: int, scale: float, pad: float, stride: float, size: int, device):

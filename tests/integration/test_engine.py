@@ -159,4 +159,6 @@ def test_cpu_nms_keeps_what_torchvision_keeps(iou):
     xy = g.uniform(0, 1024, (3000, 2))
     boxes = torch.from_numpy(np.column_stack([xy, xy + g.uniform(4, 300, (3000, 2))]).astype(np.float32))
     scores = torch.from_numpy(g.random(3000).astype(np.float32))
-    assert torch.equal(_nms(boxes, scores, iou), torchvision.ops.nms(boxes, scores, iou))
+    expected = torchvision.ops.nms(boxes, scores, iou)
+    assert torch.equal(_nms(boxes, scores, iou), expected)
+    assert torch.equal(_nms(boxes, scores, iou, 300), expected[:300])
