@@ -95,30 +95,28 @@ def main() -> None:
             seg.forward(b)
         return len(batches) / (time.perf_counter() - t0)
 
+    def beside(kind: str, worker, stop, count, ready=None) -> None:
+        """The network while ``worker`` runs the post stage flat out; print both rates."""
+        worker.start()
+        if ready is not None:
+            ready.wait()  # a spawned process imports everything and loads its state first
+        time.sleep(3)  # past the worker's start-up
+        c0, t0 = count.value, time.perf_counter()
+        r = network()
+        post = (count.value - c0) / (time.perf_counter() - t0)
+        print(f"with a post {kind}: network {r:.2f} tiles/s, post {post:.2f} tiles/s", flush=True)
+        stop.set()
+        worker.join()
+
     ctx = mp.get_context("spawn")  # fork would copy torch's OpenMP pool mid-state: it deadlocks
     for _ in range(args.repeat):
         print(f"network alone      : {network():.2f} tiles/s", flush=True)
         stop, count = threading.Event(), _Count()
-        th = threading.Thread(target=post_loop, args=(stop, count, args.size, None, (seg, sr, raws)), daemon=True)
-        th.start()
-        time.sleep(3)
-        c0, t0 = count.value, time.perf_counter()
-        r = network()
-        post = (count.value - c0) / (time.perf_counter() - t0)
-        print(f"with a post THREAD : network {r:.2f} tiles/s, post {post:.2f} tiles/s", flush=True)
-        stop.set()
-        th.join()
+        beside("THREAD ", threading.Thread(target=post_loop, args=(stop, count, args.size, None, (seg, sr, raws)),
+                                           daemon=True), stop, count)
         stop, count, ready = ctx.Event(), ctx.Value("i", 0), ctx.Event()
-        proc = ctx.Process(target=post_loop, args=(stop, count, args.size, ready), daemon=True)
-        proc.start()
-        ready.wait()
-        time.sleep(3)
-        c0, t0 = count.value, time.perf_counter()
-        r = network()
-        post = (count.value - c0) / (time.perf_counter() - t0)
-        print(f"with a post PROCESS: network {r:.2f} tiles/s, post {post:.2f} tiles/s", flush=True)
-        stop.set()
-        proc.join()
+        beside("PROCESS", ctx.Process(target=post_loop, args=(stop, count, args.size, ready), daemon=True),
+               stop, count, ready)
 
 
 if __name__ == "__main__":

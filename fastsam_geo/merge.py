@@ -224,26 +224,22 @@ class SeamMerger:
         un_b[list(partner_b)] = False
         b_in_a = _box_within(bb[None, :], ab[:, None], 2) & un_b[None, :]
         a_in_b = _box_within(ab[:, None], bb[None, :], 2) & un_a[:, None]
-        covers_a: dict[int, list[int]] = {}  # i in a -> the b inside it
-        covers_b: dict[int, list[int]] = {}
+        inside: dict[int, list[int]] = {}  # a whole's candidate id -> those of the other tile's masks inside it
         for i, j in zip(*np.nonzero(b_in_a)):
             if count(i, j) >= 0.5 * ba[j]:
-                covers_a.setdefault(i, []).append(j)
+                inside.setdefault(a[i][0], []).append(b[j][0])
         for i, j in zip(*np.nonzero(a_in_b)):
             if count(i, j) >= 0.5 * aa[i]:
-                covers_b.setdefault(j, []).append(i)
-        for i, js in covers_a.items():
-            p = partner_a.get(i)
-            pieces = js + ([p] if p is not None and count(i, p) >= 0.5 * ba[p] else [])
-            if len(pieces) > 1 and self._union_iou(a[i][0], [b[j][0] for j in pieces], wa) >= self.match_iou:
-                for j in pieces:
-                    self._union(a[i][0], b[j][0])
-        for j, iz in covers_b.items():
-            p = partner_b.get(j)
-            pieces = iz + ([p] if p is not None and count(p, j) >= 0.5 * aa[p] else [])
-            if len(pieces) > 1 and self._union_iou(b[j][0], [a[i][0] for i in pieces], wa) >= self.match_iou:
-                for i in pieces:
-                    self._union(b[j][0], a[i][0])
+                inside.setdefault(b[j][0], []).append(a[i][0])
+        for i, j in partner_a.items():  # a one-to-one partner inside the whole is one of its pieces too
+            if count(i, j) >= 0.5 * ba[j]:
+                inside.setdefault(a[i][0], []).append(b[j][0])
+            if count(i, j) >= 0.5 * aa[i]:
+                inside.setdefault(b[j][0], []).append(a[i][0])
+        for whole, pieces in inside.items():
+            if len(pieces) > 1 and self._union_iou(whole, pieces, wa) >= self.match_iou:
+                for piece in pieces:
+                    self._union(whole, piece)
 
     def _union_iou(self, c: int, others: list[int], win: Box) -> float:
         """IoU, within ``win``, of candidate ``c`` with the union of ``others``; 0 when ``others``
