@@ -12,6 +12,7 @@ import shapely
 from affine import Affine
 from shapely.geometry import MultiPolygon, Polygon
 
+from .coords import pixel_to_map
 from .types import MergedObject
 
 
@@ -44,15 +45,14 @@ def mask_to_geometry(mask: np.ndarray, transform: Affine, *, min_component: int 
             x, y, w, h = (int(v) - 1 for v in stats[k, :4])
             crops.append(((lab[y:y + h + 2, x:x + w + 2] == k).view(np.uint8), x, y))
     coords, ring, ring_part, hole, area = trace_rings(crops)
-    drop = hole & (area < max(min_hole, 0.01 * float(areas[keep].sum()))) if min_hole > 0 else hole & False
+    drop = hole & (area < max(min_hole, 0.01 * float(areas[keep].sum()))) if min_hole > 0 else np.zeros_like(hole)
     if drop.any() and len(crops) > 1:  # parts on islands in a filled hole are covered now
         drop |= _islands_in(coords, ring, ring_part, hole, drop)[ring_part]
     if drop.any():
         coords, ring = coords[~drop[ring]], (np.cumsum(~drop) - 1)[ring[~drop[ring]]]
         ring_part = np.unique(ring_part[~drop], return_inverse=True)[1]
-    t = transform @ Affine.translation(-1, -1)
-    coords = coords @ np.array([[t.a, t.d], [t.b, t.e]]) + (t.c, t.f)
-    parts = shapely.polygons(shapely.linearrings(coords, indices=ring), indices=ring_part)
+    x, y = pixel_to_map(coords[:, 0] - 1, coords[:, 1] - 1, transform)  # -1: the padding
+    parts = shapely.polygons(shapely.linearrings(x, y, indices=ring), indices=ring_part)
     geom: Polygon | MultiPolygon = parts[0] if len(parts) == 1 else \
         MultiPolygon(sorted(parts, key=lambda p: -p.area))
     if simplify > 0:  # traced outlines are valid by construction (property-tested); simplified ones are checked
