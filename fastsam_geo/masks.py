@@ -44,6 +44,7 @@ def to_instances(result: MaskSet | Instances, shape: tuple[int, int],
     out_boxes, out_crops, out_scores = [], [], []
     if valid is not None and valid.all():
         valid = None
+    invalid = None if valid is None else ~valid
     for (x0, y0, x1, y1), crop, score in zip(np.asarray(boxes, dtype=np.int64).tolist(), crops, scores):
         if valid is not None and x1 > x0 and y1 > y0:
             crop = crop & valid[y0:y1, x0:x1]
@@ -58,9 +59,9 @@ def to_instances(result: MaskSet | Instances, shape: tuple[int, int],
         out_crops.append(np.ascontiguousarray(crop))
         out_scores.append(score)
     if not out_crops:
-        return Instances.empty(tuple(shape))
+        return Instances.empty(tuple(shape), invalid)
     return Instances(np.asarray(out_boxes, dtype=np.int32).reshape(-1, 4),
-                     np.asarray(out_scores, dtype=np.float32), tuple(out_crops), tuple(shape))
+                     np.asarray(out_scores, dtype=np.float32), tuple(out_crops), tuple(shape), invalid)
 
 
 def _tighten(crop: np.ndarray) -> Box | None:

@@ -1,37 +1,46 @@
-"""Seam merging: each object once and whole, however the tiles cut it.
+"""Seam merging: each object once and whole, however the tiles cut it and however their views differ.
 
-Rule (see ``Tile.core``): every raster pixel is owned by exactly one tile, the one whose
-core contains it. A mask well inside its tile's core (``margin`` pixels clear of every
-inner core boundary) is final at once. Any other mask becomes a *candidate*: its *piece*
-is the part inside its own tile's core. Candidates of neighbouring tiles are matched where
-both tiles see the same pixels (their overlap; the touching pixel strips when the overlap is
-zero): greedy one-to-one by IoU there, at least ``match_iou``. Matched candidates form one
-group (union-find, so an object spanning many tiles chains through all of them), and a
-group's object is the union of its members' pieces. Because cores are disjoint and
-adjacent, the pieces of an object cut by a seam fit together without gap or double count,
-and a duplicate seen whole in two tiles keeps only the owner's half of each view.
+Real networks disagree from tile to tile: the same roof comes out a pixel wider in one tile,
+is missed in another, split in two in a third. So the rule is **a view that sees an object
+whole wins** (SAM's automatic mask generator does the same across crops):
 
-A group is emitted as soon as every tile touching its bounding box has been added, so the
-merger holds only candidates near unfinished tiles: about one row of tiles when tiles
-arrive row by row, whatever the raster's area. Tiles may arrive in any order.
+* A view (one instance mask of one tile) is *partial* when it touches an inner edge of its
+  tile (within ``edge`` px; raster edges do not count): the tile sees only part of the object.
+  Otherwise it is *whole*.
+* A view that no other tile can see (its box clear of every other tile's window) is final at
+  once. The others are held, and linked to the views of overlapping tiles that cover the same
+  pixels; linked views form a *component*, resolved once every tile that could add to it has
+  been added (tiles may arrive in any order; about one row of tiles is held when they arrive
+  row by row).
+* Resolving a component: whole views of one object seen by several tiles are de-duplicated:
+  the view farthest from its tile's inner edges is kept (``prefer="edge"``; or the best
+  scoring, ``prefer="score"``), except that a tile's view splitting into pieces an object
+  another tile sees as one mask loses to that unsplit view. Partial views covered by a kept
+  whole view are dropped. Only objects no tile saw whole (larger than a tile, or crossing a
+  seam with too little overlap) are joined from their partial views (one-to-one by IoU where
+  both tiles see the same pixels, split views, continuity across zero-overlap seams), as the
+  union of those *full* views, never of pieces cut along a core line.
 
-Candidates whose pieces add up to less than ``min_piece_fraction`` of their largest view
-are dropped: they are slivers of an object another tile owns.
+Views of different tiles are "the same object" when at least half of the smaller lies in the
+other and their sizes agree (half the area, or boxes within a few pixels: a jittered small
+object). Views of one tile never conflict here: nested or duplicate masks of one tile are the
+network's own (see :func:`fastsam_geo.masks.suppress_duplicates`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from .masks import Box, crop_window, intersect
 from .tiling import TileGrid
-from .types import Instances, MergedObject, Tile
+from .types import Instances, MergedObject, Part, Tile, paint
 
 
 @dataclass
-class _Candidate:
+class _View:
     tile: int
     index: int  # instance index within its tile
     box: Box  # raster pixels
@@ -39,8 +48,9 @@ class _Candidate:
     width: int
     score: float
     area: int
-    piece_box: Box | None  # box ∩ own tile core
-    piece_area: int
+    whole: bool
+    edge: float  # px from the box to its tile's nearest inner edge (inf: none)
+    nodata: np.ndarray | None  # bit-packed masked pixels of the box (None: all valid)
 
 
 class SeamMerger:
@@ -52,64 +62,84 @@ class SeamMerger:
     ...         use(obj)
     >>> for obj in merger.flush():             # after the last tile
     ...     use(obj)
+
+    ``match_iou``: IoU (within the pixels both tiles see) for joining partial views of one
+    object. ``edge``: a mask within this many px of an inner tile edge is partial.
+    ``prefer``: which of several whole views of an object is kept, ``"edge"`` (farthest from
+    its tile's inner edges, the one with most context) or ``"score"``. ``nested``: objects may
+    lie inside others (FastSAM's everything mode: a roof and its parts); without it (buildings)
+    any view lying inside a larger view of another tile is taken as a piece of that object.
     """
 
-    def __init__(self, grid: TileGrid, *, match_iou: float = 0.5, margin: int | None = None,
-                 min_piece_fraction: float = 0.2):
+    def __init__(self, grid: TileGrid, *, match_iou: float = 0.5, edge: int = 1, prefer: str = "edge",
+                 nested: bool = False):
+        if prefer not in ("edge", "score"):
+            raise ValueError(f"prefer must be 'edge' or 'score', got {prefer!r}")
         self.grid = grid
         self.match_iou = match_iou
-        self.margin = max(2, grid.overlap // 8) if margin is None else margin
-        self.min_piece_fraction = min_piece_fraction
-        self._cands: dict[int, _Candidate] = {}
+        self.edge = edge
+        self.prefer = prefer
+        self.nested = nested
+        self._views: dict[int, _View] = {}
+        self._links: dict[int, set[int]] = {}  # joins of partial views (one object, no tile saw whole)
         self._parent: dict[int, int] = {}
-        self._members: dict[int, list[int]] = {}  # root -> candidate ids
+        self._members: dict[int, list[int]] = {}  # root -> view ids
         self._gbox: dict[int, Box] = {}  # root -> union of member boxes
         self._by_tile: dict[int, set[int]] = {}
-        self._waiting: dict[int, set[int]] = {}  # tile index -> group ids waiting on it
+        self._waiting: dict[int, set[int]] = {}  # tile index -> components waiting on it
         self._processed: set[int] = set()
         self._next = 0
-        self._crops: dict[int, np.ndarray] = {}  # unpacked crops of the candidates one add() uses
+        self._crops: dict[int, np.ndarray] = {}  # unpacked crops, during one add() or resolution
 
     @property
     def pending(self) -> int:
-        """Candidates held, waiting for neighbouring tiles."""
-        return len(self._cands)
+        """Views held, waiting for overlapping tiles."""
+        return len(self._views)
 
     def add(self, tile: Tile, inst: Instances) -> list[MergedObject]:
         """Add one tile's instances (tile pixels); return the objects that are now final."""
         ti = self.grid.index(tile)
         if ti in self._processed:
             raise ValueError(f"tile {tile.row},{tile.col} was already added")
+        others = [t for t in self.grid.intersecting(_grow(tile.box, 1)) if t is not tile]
+        inner = self._inner_edges(tile)
+        nodata = inst.invalid
         out: list[MergedObject] = []
-        inner = self._inner_core(tile)
         new: list[int] = []
         for k, ((x0, y0, x1, y1), crop, score) in enumerate(zip(inst.boxes.tolist(), inst.crops,
                                                                  inst.scores.tolist())):
             box = (x0 + tile.x, y0 + tile.y, x1 + tile.x, y1 + tile.y)
-            if _inside(box, inner):
-                out.append(MergedObject(box, crop, float(score), 1, ((ti, k, int(crop.sum())),)))
+            holes = None
+            if nodata is not None:
+                holes = nodata[y0:y1, x0:x1]
+                holes = holes if holes.any() else None
+            if not any(intersect(_grow(box, 1), o.box) for o in others):  # no other tile sees it
+                out.append(MergedObject(box, ((box, crop),), float(score), 1, ((ti, k, int(crop.sum())),),
+                                        () if holes is None else ((box, holes),)))
                 continue
-            pbox = intersect(box, tile.core)
-            parea = int(crop_window(crop, box, pbox).sum()) if pbox else 0
-            cid = self._next
+            d = min((v for v, is_inner in zip((x0, y0, tile.width - x1, tile.height - y1), inner) if is_inner),
+                    default=math.inf)
+            vid = self._next
             self._next += 1
-            self._cands[cid] = _Candidate(ti, k, box, np.packbits(crop, axis=1), crop.shape[1], float(score),
-                                          int(np.count_nonzero(crop)), pbox, parea)
-            self._crops[cid] = crop
-            self._parent[cid] = cid
-            self._members[cid] = [cid]
-            self._gbox[cid] = box
-            new.append(cid)
+            self._views[vid] = _View(ti, k, box, np.packbits(crop, axis=1), crop.shape[1], float(score),
+                                     int(np.count_nonzero(crop)), d > self.edge, d,
+                                     None if holes is None else np.packbits(holes, axis=1))
+            self._crops[vid] = crop
+            self._links[vid] = set()
+            self._parent[vid] = vid
+            self._members[vid] = [vid]
+            self._gbox[vid] = box
+            new.append(vid)
 
-        for nb in self.grid.neighbours(tile):
-            ni = self.grid.index(nb)
-            if ni in self._processed and self._by_tile.get(ni):
-                self._match(new, tile, list(self._by_tile[ni]), nb)
+        for other in others:
+            oi = self.grid.index(other)
+            if oi in self._processed and self._by_tile.get(oi):
+                self._link(new, tile, list(self._by_tile[oi]), other)
 
         self._processed.add(ti)
         if new:
             self._by_tile[ti] = set(new)
-        check = {self._find(c) for c in new}
+        check = {self._find(v) for v in new}
         check |= {self._find(g) for g in self._waiting.pop(ti, ()) if g in self._parent}
         for root in check:
             self._check(root, out)
@@ -117,9 +147,9 @@ class SeamMerger:
         return out
 
     def awaited(self, regions: list[Box] | None = None) -> set[int]:
-        """Indexes of unprocessed tiles that held groups wait on (to finish them whole).
+        """Indexes of unprocessed tiles that held components wait on (to finish them whole).
 
-        With ``regions`` (raster-pixel boxes), only groups whose box touches one of them
+        With ``regions`` (raster-pixel boxes), only components whose box touches one of them
         count: the tiles needed to complete the objects in the regions of interest.
         """
         out = set()
@@ -136,41 +166,42 @@ class SeamMerger:
         return out
 
     def flush(self) -> list[MergedObject]:
-        """Emit every group still held (call once all tiles are added, or to cut a run short)."""
+        """Resolve every component still held (call once all tiles are added, or to cut a run short)."""
         out: list[MergedObject] = []
         for root in list(self._members):
-            self._finalize(root, out)
+            self._resolve(root, out)
             self._crops.clear()
         self._waiting.clear()
         return out
 
-    # -- internals -------------------------------------------------------------------------
+    # -- linking views of overlapping tiles -------------------------------------------------
 
-    def _inner_core(self, tile: Tile) -> Box:
-        x0, y0, x1, y1 = tile.core
-        m = self.margin
-        return (x0 + m if x0 > 0 else x0, y0 + m if y0 > 0 else y0,
-                x1 - m if x1 < self.grid.width else x1, y1 - m if y1 < self.grid.height else y1)
+    def _inner_edges(self, tile: Tile) -> tuple[bool, bool, bool, bool]:
+        """Which of the tile's left, top, right, bottom edges lie inside the raster."""
+        return (tile.x > 0, tile.y > 0, tile.x + tile.width < self.grid.width,
+                tile.y + tile.height < self.grid.height)
 
-    def _match(self, new: list[int], tile: Tile, old: list[int], nb: Tile) -> None:
-        """Join the candidates of two neighbours that are views of one object, where both see them.
+    def _link(self, new: list[int], tile: Tile, old: list[int], other: Tile) -> None:
+        """Link the views of two tiles that may show one object.
 
-        With overlap both tiles see the same window: greedy one-to-one by IoU, then *split
-        views*: a candidate whose window part is covered by several disjoint masks of the other
-        tile (each lying at least half inside it, together at IoU >= ``match_iou``: a ring or
-        U shape the other tile sees as two wings) is joined with all of them. With zero overlap the
-        tiles share no pixel and the windows are the strips either side of the seam: a mask
-        continues across it when at least ``match_iou`` of the smaller strip touches the
-        other (its shape may change right at the seam, so IoU would split it).
+        With overlap both tiles see the same window. Views sharing at least half of the
+        smaller one's pixels join one component (the resolution decides what they are);
+        *joins* of partial views are recorded separately: greedy one-to-one by IoU within the
+        window, then *split views* (a view whose window part is covered by several disjoint
+        views of the other tile, each at least half inside it, together at IoU >=
+        ``match_iou``: a ring or U the other tile sees as two wings). With zero overlap the
+        tiles share no pixel and the windows are the strips either side of the seam: a view
+        continues across it when at least ``match_iou`` of the smaller strip touches the other.
 
-        Pairs are pruned before any pixel is touched (their boxes must meet inside the window,
-        enough to allow a match), and pixels are counted on the boxes' intersection only, so
-        hundreds of candidates per tile stay cheap.
+        Pairs are pruned by their boxes before any pixel is touched, and pixels are counted on
+        the boxes' intersection only, so hundreds of views per tile stay cheap.
         """
-        wins = _match_windows(tile, nb)
+        wins = _match_windows(tile, other)
         if wins is None:
             return
         wa, wb = wins
+        if wa == wb:
+            self._link_near(new, tile, old, other, wa)
         dx, dy = wa[0] - wb[0], wa[1] - wb[1]  # frame of wb -> frame of wa (0 unless overlap is 0)
         a = self._in_window(new, wa, 0, 0)
         b = self._in_window(old, wb, dx, dy)
@@ -178,7 +209,7 @@ class SeamMerger:
             return
         ab = np.array([x[1] for x in a])
         bb = np.array([x[1] for x in b])
-        aa = np.array([x[2] for x in a], dtype=float)
+        aa = np.array([x[2] for x in a], dtype=float)  # pixels in the window
         ba = np.array([x[2] for x in b], dtype=float)
         ix0 = np.maximum(ab[:, None, 0], bb[None, :, 0])
         iy0 = np.maximum(ab[:, None, 1], bb[None, :, 1])
@@ -188,110 +219,145 @@ class SeamMerger:
         inter: dict[tuple[int, int], int] = {}
 
         def count(i: int, j: int) -> int:  # pixels both see, on the boxes' intersection only
+            if box_inter[i, j] == 0:
+                return 0
             if (i, j) not in inter:
-                ca, cb = self._cands[a[i][0]], self._cands[b[j][0]]
+                va, vb = self._views[a[i][0]], self._views[b[j][0]]
                 x0, y0, x1, y1 = int(ix0[i, j]), int(iy0[i, j]), int(ix1[i, j]), int(iy1[i, j])
-                ma = self._crop(a[i][0])[y0 - ca.box[1]:y1 - ca.box[1], x0 - ca.box[0]:x1 - ca.box[0]]
-                mb = self._crop(b[j][0])[y0 - dy - cb.box[1]:y1 - dy - cb.box[1],
-                                         x0 - dx - cb.box[0]:x1 - dx - cb.box[0]]
+                ma = self._crop(a[i][0])[y0 - va.box[1]:y1 - va.box[1], x0 - va.box[0]:x1 - va.box[0]]
+                mb = self._crop(b[j][0])[y0 - dy - vb.box[1]:y1 - dy - vb.box[1],
+                                         x0 - dx - vb.box[0]:x1 - dx - vb.box[0]]
                 inter[(i, j)] = int(np.count_nonzero(ma & mb))
             return inter[(i, j)]
+
+        def join(i: int, j: int) -> None:
+            self._links[a[i][0]].add(b[j][0])
+            self._links[b[j][0]].add(a[i][0])
+            self._union(a[i][0], b[j][0])
 
         if wa != wb:  # zero overlap: continuity across the seam
             smaller = np.minimum(aa[:, None], ba[None, :])
             for i, j in zip(*np.nonzero(box_inter >= self.match_iou * smaller)):
                 if count(i, j) >= self.match_iou * smaller[i, j]:
-                    self._union(a[i][0], b[j][0])
+                    join(i, j)
             return
-        # one-to-one: only pairs whose areas allow the IoU
+        # what the resolution must weigh against each other: whole views of one object (or of a
+        # piece of it), and a partial view with a whole view of (a piece of) its object
+        for i, j in zip(*np.nonzero(box_inter >= 0.25 * np.minimum(aa[:, None], ba[None, :]))):
+            va, vb = self._views[a[i][0]], self._views[b[j][0]]
+            if va.whole and vb.whole and count(i, j) >= 0.25 * min(va.area, vb.area):
+                self._union(a[i][0], b[j][0])
+        # one-to-one, by IoU within the window; a thin object grown in one view and shrunk in the
+        # other (IoU 1/3 at 4 px wide) matches too: nearly all of the smaller inside the other,
+        # boxes within a few px. Only pairs whose areas or boxes allow a match are counted.
         bound = np.minimum(aa[:, None], ba[None, :]) / np.maximum(aa[:, None], ba[None, :])
         pairs = []
-        for i, j in zip(*np.nonzero((box_inter > 0) & (bound >= self.match_iou))):
+        for i, j in zip(*np.nonzero(box_inter > 0)):
+            close = _boxes_close(a[i][1], b[j][1])
+            if bound[i, j] < self.match_iou and not close:
+                continue
             n = count(i, j)
-            if n:
-                pairs.append((n / (aa[i] + ba[j] - n), i, j))
+            iou = n / (aa[i] + ba[j] - n)
+            if iou >= self.match_iou or (close and n >= 0.8 * min(aa[i], ba[j])):
+                pairs.append((iou, i, j))
         partner_a: dict[int, int] = {}
         partner_b: dict[int, int] = {}
-        for iou, i, j in sorted(pairs, reverse=True):
-            if iou >= self.match_iou and i not in partner_a and j not in partner_b:
+        for _, i, j in sorted(pairs, reverse=True):
+            if i not in partner_a and j not in partner_b:
                 partner_a[i], partner_b[j] = j, i
-                self._union(a[i][0], b[j][0])
-        # split views: unmatched masks lying inside a mask of the other tile (their boxes within
-        # its box, 2 px of slack; at least half their pixels inside it)
-        un_a = np.ones(len(a), bool)
-        un_a[list(partner_a)] = False
-        un_b = np.ones(len(b), bool)
-        un_b[list(partner_b)] = False
-        b_in_a = _box_within(bb[None, :], ab[:, None], 2) & un_b[None, :]
-        a_in_b = _box_within(ab[:, None], bb[None, :], 2) & un_a[:, None]
-        inside: dict[int, list[int]] = {}  # a whole's candidate id -> those of the other tile's masks inside it
-        for i, j in zip(*np.nonzero(b_in_a)):
+                join(i, j)
+        # split views: masks lying inside a mask of the other tile (their boxes within its box,
+        # 2 px of slack; at least half their pixels inside it)
+        inside: dict[int, list[int]] = {}  # a whole's index in a (>= 0) or ~index in b -> pieces
+        for i, j in zip(*np.nonzero(_box_within(bb[None, :], ab[:, None], 2))):
             if count(i, j) >= 0.5 * ba[j]:
-                inside.setdefault(a[i][0], []).append(b[j][0])
-        for i, j in zip(*np.nonzero(a_in_b)):
+                inside.setdefault(i, []).append(j)
+        for i, j in zip(*np.nonzero(_box_within(ab[:, None], bb[None, :], 2))):
             if count(i, j) >= 0.5 * aa[i]:
-                inside.setdefault(b[j][0], []).append(a[i][0])
-        for i, j in partner_a.items():  # a one-to-one partner inside the whole is one of its pieces too
-            if count(i, j) >= 0.5 * ba[j]:
-                inside.setdefault(a[i][0], []).append(b[j][0])
-            if count(i, j) >= 0.5 * aa[i]:
-                inside.setdefault(b[j][0], []).append(a[i][0])
-        for whole, pieces in inside.items():
-            if len(pieces) > 1 and self._union_iou(whole, pieces, wa) >= self.match_iou:
-                for piece in pieces:
-                    self._union(whole, piece)
+                inside.setdefault(~j, []).append(i)
+        for key, pieces in inside.items():
+            if len(pieces) < 2:
+                continue
+            if key >= 0:
+                whole, ids = a[key][0], [b[j][0] for j in pieces]
+            else:
+                whole, ids = b[~key][0], [a[i][0] for i in pieces]
+            if self._union_iou(whole, ids, wa) >= self.match_iou:
+                for key2 in pieces:
+                    join(key, key2) if key >= 0 else join(key2, ~key)
+
+    def _link_near(self, new: list[int], tile: Tile, old: list[int], other: Tile, win: Box) -> None:
+        """Link partial views to whole views of the other tile that show their object: the
+        partial view's pixels within 1 px of the whole view, in a window 1 px wider than the
+        shared one (a one-row sliver of a roof grown in one tile can miss the roof shrunk in the
+        other, just outside the shared window). A whole view much smaller than the partial view's
+        part there is not linked: a small object inside a large one seen in part (everything
+        mode) must not chain rows of tiles into one component."""
+        wide = _grow(win, 1)
+        a = self._in_window(new, intersect(wide, tile.box), 0, 0)
+        b = self._in_window(old, intersect(wide, other.box), 0, 0)
+        for (va_id, abox, an), (vb_id, bbox, bn) in ((x, y) for x in a for y in b):
+            va, vb = self._views[va_id], self._views[vb_id]
+            if va.whole == vb.whole or not intersect(_grow(abox, 1), bbox):
+                continue
+            (w, wid), (p, pid, pn) = ((va, va_id), (vb, vb_id, bn)) if va.whole else ((vb, vb_id), (va, va_id, an))
+            if w.area >= 0.25 * pn and _near(w.box, self._crop(wid), p.box, self._crop(pid)) >= 0.25 * min(w.area, pn):
+                self._union(va_id, vb_id)
 
     def _union_iou(self, c: int, others: list[int], win: Box) -> float:
-        """IoU, within ``win``, of candidate ``c`` with the union of ``others``; 0 when ``others``
-        overlap each other (nested masks, such as an object and its parts, are not a split view)."""
-        boxes = [self._cands[o].box for o in [c, *others]]
+        """IoU, within ``win``, of view ``c`` with the union of ``others``; 0 when ``others``
+        overlap each other by more than a fifth of the smaller (nested masks, such as an object
+        and its parts, are not a split view)."""
+        boxes = [self._views[o].box for o in [c, *others]]
         sub = intersect((min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
                          max(b[3] for b in boxes)), win)
         if sub is None:
             return 0.0
         x = self._window_mask(c, sub)
-        u = np.zeros_like(x)
-        total = 0
+        union = np.zeros_like(x)
         for o in others:
             m = self._window_mask(o, sub)
-            total += np.count_nonzero(m)
-            u |= m
-        if np.count_nonzero(u) < total:
-            return 0.0
-        union = np.count_nonzero(x | u)
-        return np.count_nonzero(x & u) / union if union else 0.0
+            n = np.count_nonzero(m)
+            if np.count_nonzero(m & union) > 0.2 * n:
+                return 0.0
+            union |= m
+        u = np.count_nonzero(x | union)
+        return np.count_nonzero(x & union) / u if u else 0.0
 
-    def _window_mask(self, c: int, win: Box) -> np.ndarray:
-        cand = self._cands[c]
-        return crop_window(self._crop(c), cand.box, win)
+    def _window_mask(self, v: int, win: Box) -> np.ndarray:
+        return crop_window(self._crop(v), self._views[v].box, win)
 
-    def _crop(self, c: int) -> np.ndarray:
-        crop = self._crops.get(c)
+    def _crop(self, v: int) -> np.ndarray:
+        crop = self._crops.get(v)
         if crop is None:
-            cand = self._cands[c]
-            crop = self._crops[c] = np.unpackbits(cand.bits, axis=1, count=cand.width).view(bool)
+            view = self._views[v]
+            crop = self._crops[v] = np.unpackbits(view.bits, axis=1, count=view.width).view(bool)
         return crop
 
     def _in_window(self, ids: list[int], win: Box, dx: int, dy: int) -> list[tuple[int, Box, int]]:
-        """(id, box within ``win`` shifted by (dx, dy), pixels within ``win``) of candidates there."""
+        """(id, tight box of its pixels within ``win`` shifted by (dx, dy), pixels within ``win``)
+        of the views with pixels there."""
         out = []
-        for c in ids:
-            cand = self._cands[c]
-            ib = intersect(cand.box, win)
+        for v in ids:
+            view = self._views[v]
+            ib = intersect(view.box, win)
             if ib is None:
                 continue
-            x0, y0 = cand.box[:2]
-            n = int(np.count_nonzero(self._crop(c)[ib[1] - y0:ib[3] - y0, ib[0] - x0:ib[2] - x0]))
-            if n:
-                out.append((c, (ib[0] + dx, ib[1] + dy, ib[2] + dx, ib[3] + dy), n))
+            x0, y0 = view.box[:2]
+            part = self._crop(v)[ib[1] - y0:ib[3] - y0, ib[0] - x0:ib[2] - x0]
+            tight = _tight(part)
+            if tight is not None:
+                tx0, ty0, tx1, ty1 = tight
+                out.append((v, (ib[0] + tx0 + dx, ib[1] + ty0 + dy, ib[0] + tx1 + dx, ib[1] + ty1 + dy),
+                            int(np.count_nonzero(part))))
         return out
 
-    def _find(self, c: int) -> int:
-        root = c
+    def _find(self, v: int) -> int:
+        root = v
         while self._parent[root] != root:
             root = self._parent[root]
-        while self._parent[c] != root:
-            self._parent[c], c = root, self._parent[c]
+        while self._parent[v] != root:
+            self._parent[v], v = root, self._parent[v]
         return root
 
     def _union(self, a: int, b: int) -> None:
@@ -305,43 +371,215 @@ class SeamMerger:
         self._gbox[ra] = _union_box(self._gbox[ra], self._gbox.pop(rb))
 
     def _check(self, root: int, out: list[MergedObject]) -> None:
-        x0, y0, x1, y1 = self._gbox[root]
-        for t in self.grid.intersecting((x0 - 1, y0 - 1, x1 + 1, y1 + 1)):
+        for t in self.grid.intersecting(_grow(self._gbox[root], 1)):
             ti = self.grid.index(t)
             if ti not in self._processed:
                 self._waiting.setdefault(ti, set()).add(root)
                 return
-        self._finalize(root, out)
+        self._resolve(root, out)
 
-    def _finalize(self, root: int, out: list[MergedObject]) -> None:
+    # -- resolving a component --------------------------------------------------------------
+
+    def _resolve(self, root: int, out: list[MergedObject]) -> None:
         ids = self._members.pop(root)
         self._gbox.pop(root)
-        crops = {c: self._crop(c) for c in ids if self._cands[c].piece_area > 0}
-        cands = [self._cands.pop(c) for c in ids]
-        for c, cand in zip(ids, cands):
-            del self._parent[c]
-            tile_set = self._by_tile[cand.tile]
-            tile_set.discard(c)
+        views = {v: self._views[v] for v in ids}
+        for v in ids:
+            self._crop(v)
+        links = {v: self._links.pop(v) for v in ids}
+        for v, view in views.items():
+            del self._parent[v], self._views[v]
+            tile_set = self._by_tile[view.tile]
+            tile_set.discard(v)
             if not tile_set:
-                del self._by_tile[cand.tile]
-        pieces = [(c, crops[i]) for i, c in zip(ids, cands) if c.piece_area > 0]
-        total = sum(c.piece_area for c, _ in pieces)
-        if total == 0 or total < self.min_piece_fraction * max(c.area for c in cands):
-            return
-        box = pieces[0][0].piece_box
-        for c, _ in pieces[1:]:
-            box = _union_box(box, c.piece_box)
-        mask = np.zeros((box[3] - box[1], box[2] - box[0]), dtype=bool)
-        for c, crop in pieces:
-            px0, py0, px1, py1 = c.piece_box
-            mask[py0 - box[1]:py1 - box[1], px0 - box[0]:px1 - box[0]] |= crop_window(crop, c.box, c.piece_box)
-        score = sum(c.score * c.piece_area for c, _ in pieces) / total
-        out.append(MergedObject(box, mask, float(score), len({c.tile for c, _ in pieces}),
-                                tuple((c.tile, c.index, c.piece_area) for c, _ in pieces)))
+                del self._by_tile[view.tile]
+        crops = {v: self._crops.pop(v) for v in ids}
+        wholes = [v for v in ids if views[v].whole]
+        seen = _Seen(self.grid, views, crops)
+        # what each whole view is a piece of: a view of another tile that contains it and
+        # reaches clearly past it (the object that tile sees as one mask, or only in part)
+        within = {v: [c for c in ids if views[c].tile != views[v].tile and seen.piece_of(v, c, self.nested)]
+                  for v in wholes}
+        rank = (lambda v: (-views[v].edge, -views[v].score)) if self.prefer == "edge" else \
+            (lambda v: (-views[v].score, -views[v].edge))
+        kept: list[int] = []
+        for v in sorted(wholes, key=lambda v: (bool(within[v]), *rank(v))):
+            if not any(views[k].tile != views[v].tile and (k in within[v] or seen.same_object(v, k)) for k in kept):
+                kept.append(v)
+        rest = [v for v in ids if not views[v].whole and not seen.covered(v, kept)]
+        survive = set(rest)  # a piece of an object only seen in part gives way to those parts
+        kept = [v for v in kept if not any(c in survive for c in within[v])]
+        for v in kept:
+            out.append(self._object([v], views, crops))
+        for group in _groups(rest, links):
+            out.append(self._object(group, views, crops))
+
+    def _object(self, ids: list[int], views: dict[int, _View], crops: dict[int, np.ndarray]) -> MergedObject:
+        """One object from views ``ids``: one view, or the union of several partial views."""
+        vs = [views[v] for v in ids]
+        box = vs[0].box
+        for v in vs[1:]:
+            box = _union_box(box, v.box)
+        total = sum(v.area for v in vs)
+        score = sum(v.score * v.area for v in vs) / total if total else vs[0].score
+        parts: tuple[Part, ...] = tuple((v.box, crops[i]) for i, v in zip(ids, vs))
+        nodata = tuple((v.box, np.unpackbits(v.nodata, axis=1, count=v.width).view(bool))
+                       for v in vs if v.nodata is not None)
+        return MergedObject(box, parts, float(score), len({v.tile for v in vs}),
+                            tuple((v.tile, v.index, v.area) for v in vs), nodata)
 
 
-def _inside(box: Box, outer: Box) -> bool:
-    return box[0] >= outer[0] and box[1] >= outer[1] and box[2] <= outer[2] and box[3] <= outer[3]
+def _overlap(abox: Box, acrop: np.ndarray, bbox: Box, bcrop: np.ndarray) -> int:
+    """Pixels two crops (raster-pixel boxes) share."""
+    ib = intersect(abox, bbox)
+    if ib is None:
+        return 0
+    return int(np.count_nonzero(crop_window(acrop, abox, ib) & crop_window(bcrop, bbox, ib)))
+
+
+def _near(wbox: Box, wcrop: np.ndarray, pbox: Box, pcrop: np.ndarray) -> int:
+    """Pixels of crop ``p`` within 1 px (4-neighbourhood) of crop ``w`` (raster-pixel boxes)."""
+    import cv2
+
+    gbox = _grow(wbox, 1)
+    ib = intersect(gbox, pbox)
+    if ib is None:
+        return 0
+    grown = cv2.dilate(np.pad(wcrop, 1).view(np.uint8), _CROSS).view(bool)
+    return int(np.count_nonzero(crop_window(grown, gbox, ib) & crop_window(pcrop, pbox, ib)))
+
+
+_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
+
+
+def _tight(mask: np.ndarray) -> Box | None:
+    """Tight ``(x0, y0, x1, y1)`` box of a bool array's True pixels, or None."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def _tolerance(a: Box, b: Box) -> float:
+    """How far the sides of two views' boxes may differ and still show one object: views jitter
+    by a pixel or two, more on large objects (2 px, or 15 % of the boxes' size)."""
+    return max(2.0, 0.15 * max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]))
+
+
+def _within(inner: Box, outer: Box, tol: float) -> bool:
+    """Whether box ``inner`` lies inside ``outer`` give or take ``tol`` px on every side."""
+    return (inner[0] >= outer[0] - tol and inner[1] >= outer[1] - tol and inner[2] <= outer[2] + tol
+            and inner[3] <= outer[3] + tol)
+
+
+def _boxes_close(a: Box, b: Box) -> bool:
+    """Boxes whose sides differ by at most :func:`_tolerance`: one object, jittered."""
+    tol = _tolerance(a, b)
+    return _within(a, b, tol) and _within(b, a, tol)
+
+
+def _covers(warea: int, wbox: Box, inter: int, n: int, pbox: Box) -> bool:
+    """Whether a whole view (``warea`` pixels, box ``wbox``) shows the object a partial view of
+    another tile shows, given the pixels they share give or take 1 px (``inter``) and the partial view's ``n``
+    pixels (tight box ``pbox``) inside the whole view's tile: they overlap, and the partial view
+    does not reach past the whole one there (a big object's partial view is not covered by a
+    piece or a small object inside it)."""
+    return inter >= 0.25 * min(warea, n) and _within(pbox, wbox, _tolerance(wbox, pbox))
+
+
+class _Seen:
+    """Relations between the views of one component, judged where both tiles see."""
+
+    def __init__(self, grid: TileGrid, views: dict[int, _View], crops: dict[int, np.ndarray]):
+        self.grid, self.views, self.crops = grid, views, crops
+        self._in: dict[tuple[int, int], tuple[int, Box | None]] = {}
+
+    def inside_tile(self, v: int, t: int) -> tuple[int, Box | None]:
+        """Pixels of view ``v`` inside tile ``t``'s window and their tight box (raster px)."""
+        if (v, t) not in self._in:
+            view = self.views[v]
+            ib = intersect(view.box, self.grid.tiles[t].box)
+            n, box = 0, None
+            if ib is not None:
+                part = crop_window(self.crops[v], view.box, ib)
+                tb = _tight(part)
+                if tb is not None:
+                    n, box = int(np.count_nonzero(part)), (ib[0] + tb[0], ib[1] + tb[1], ib[0] + tb[2], ib[1] + tb[3])
+            self._in[(v, t)] = (n, box)
+        return self._in[(v, t)]
+
+    def overlap(self, a: int, b: int) -> int:
+        va, vb = self.views[a], self.views[b]
+        return _overlap(va.box, self.crops[a], vb.box, self.crops[b])
+
+    def same_object(self, a: int, b: int) -> bool:
+        """Two whole views of one object: half of the smaller inside the other, and IoU >= 0.6
+        or boxes within the jitter tolerance (a small object grown in one view, shrunk in the
+        other). A half, a part, or one object of a fused pair is not the whole it lies in."""
+        va, vb = self.views[a], self.views[b]
+        inter = self.overlap(a, b)
+        if inter < 0.5 * min(va.area, vb.area):
+            return False
+        return inter >= 0.6 * (va.area + vb.area - inter) or _boxes_close(va.box, vb.box)
+
+    def piece_of(self, v: int, c: int, nested: bool) -> bool:
+        """Whether whole view ``v`` is a piece of the object view ``c`` (another tile) shows: a
+        quarter of ``v`` or more inside ``c``, ``v``'s box inside ``c``'s give or take the jitter
+        tolerance, and ``c`` reaching clearly past ``v`` within ``v``'s
+        tile (a split, a half whose other half was missed, or one of two objects the other tile
+        fused). With ``nested`` (objects may nest, FastSAM's everything mode), only a view of at
+        least a quarter of ``c``'s pixels there is a piece: a small object inside a large one stays."""
+        vv = self.views[v]
+        n, cbox = self.inside_tile(c, vv.tile)
+        if cbox is None or not _within(vv.box, cbox, _tolerance(vv.box, cbox)) or _boxes_close(vv.box, cbox):
+            return False
+        if (nested or not self.views[c].whole) and vv.area < 0.25 * n:
+            return False  # (never linked to such a partial view: see SeamMerger._link)
+        return self.overlap(v, c) >= 0.25 * vv.area
+
+    def covered(self, p: int, kept: list[int]) -> bool:
+        """Whether partial view ``p`` is covered (:func:`_covers`) by the kept whole views of
+        another tile, several together when that tile split the object."""
+        pv = self.views[p]
+        by_tile: dict[int, list[int]] = {}
+        for k in kept:
+            if self.views[k].tile != pv.tile and intersect(_grow(self.views[k].box, 1), pv.box):
+                by_tile.setdefault(self.views[k].tile, []).append(k)
+        for t, ks in by_tile.items():
+            n, pbox = self.inside_tile(p, t)
+            if pbox is None:
+                continue
+            box = self.views[ks[0]].box
+            for k in ks[1:]:
+                box = _union_box(box, self.views[k].box)
+            union = paint([(self.views[k].box, self.crops[k]) for k in ks], box)
+            if _covers(int(np.count_nonzero(union)), box, _near(box, union, pv.box, self.crops[p]), n, pbox):
+                return True
+        return False
+
+
+def _groups(ids: list[int], links: dict[int, set[int]]) -> list[list[int]]:
+    """Connected groups of ``ids`` under ``links`` (restricted to ``ids``), in first-seen order."""
+    left = set(ids)
+    out = []
+    for v in ids:
+        if v not in left:
+            continue
+        left.discard(v)
+        group, stack = [v], [v]
+        while stack:
+            for u in links[stack.pop()]:
+                if u in left:
+                    left.discard(u)
+                    group.append(u)
+                    stack.append(u)
+        out.append(group)
+    return out
+
+
+def _grow(box: Box, n: int) -> Box:
+    return (box[0] - n, box[1] - n, box[2] + n, box[3] + n)
 
 
 def _box_within(inner: np.ndarray, outer: np.ndarray, slack: int) -> np.ndarray:

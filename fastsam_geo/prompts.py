@@ -205,13 +205,6 @@ def _raise_outside(i, p, raster_crs, transform, width, height):
 
 # -- selection (pure, raster pixels) -----------------------------------------------------------
 
-def contains(obj: MergedObject, col: float, row: float) -> bool:
-    """Whether pixel ``(col, row)`` (fractional, raster pixels) is inside the object's mask."""
-    c, r = int(np.floor(col)), int(np.floor(row))
-    x0, y0, x1, y1 = obj.box
-    return x0 <= c < x1 and y0 <= r < y1 and bool(obj.mask[r - y0, c - x0])
-
-
 def select_points(objects: Sequence[MergedObject], points: np.ndarray,
                   background: np.ndarray | None = None) -> list[int]:
     """Indexes of ``objects`` picked by ``points`` ``(N, 3)`` (col, row, label) and the global
@@ -222,40 +215,30 @@ def select_points(objects: Sequence[MergedObject], points: np.ndarray,
         bg += [tuple(p) for p in background]
     fg = [tuple(p[:2]) for p in points if p[2] == 1]
     return [k for k, o in enumerate(objects)
-            if any(contains(o, c, r) for c, r in fg) and not any(contains(o, c, r) for c, r in bg)]
+            if any(o.contains(c, r) for c, r in fg) and not any(o.contains(c, r) for c, r in bg)]
 
 
 def box_ious(objects: Sequence[MergedObject], box: tuple[float, float, float, float]) -> np.ndarray:
     """IoU of each object's mask with the (pixel-rounded) box, float ``(N,)``."""
-    bx0, by0, bx1, by1 = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
-    barea = max(0, bx1 - bx0) * max(0, by1 - by0)
+    pbox = (round(box[0]), round(box[1]), round(box[2]), round(box[3]))
+    barea = max(0, pbox[2] - pbox[0]) * max(0, pbox[3] - pbox[1])
     out = np.zeros(len(objects))
     for k, o in enumerate(objects):
-        area = int(o.mask.sum())
-        inter = 0
-        ib = intersect(o.box, (bx0, by0, bx1, by1))
-        if ib is not None:
-            x0, y0 = o.box[:2]
-            inter = int(o.mask[ib[1] - y0:ib[3] - y0, ib[0] - x0:ib[2] - x0].sum())
-        union = barea + area - inter
+        inter = o.count_in(pbox)
+        union = barea + o.area - inter
         out[k] = inter / union if union else 0.0
     return out
 
 
 def union(objects: Sequence[MergedObject]) -> MergedObject:
-    """One object covering several (their masks OR-ed); score: the highest."""
+    """One object covering several (their parts together); score: the highest."""
     if len(objects) == 1:
         return objects[0]
-    x0 = min(o.box[0] for o in objects)
-    y0 = min(o.box[1] for o in objects)
-    x1 = max(o.box[2] for o in objects)
-    y1 = max(o.box[3] for o in objects)
-    mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    for o in objects:
-        ox0, oy0, ox1, oy1 = o.box
-        mask[oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0] |= o.mask
-    return MergedObject((x0, y0, x1, y1), mask, max(o.score for o in objects),
-                        sum(o.tiles for o in objects), tuple(s for o in objects for s in o.sources))
+    box = (min(o.box[0] for o in objects), min(o.box[1] for o in objects),
+           max(o.box[2] for o in objects), max(o.box[3] for o in objects))
+    return MergedObject(box, tuple(p for o in objects for p in o.parts), max(o.score for o in objects),
+                        sum(o.tiles for o in objects), tuple(s for o in objects for s in o.sources),
+                        tuple(p for o in objects for p in o.nodata))
 
 
 def parse_point(text: str, crs: object = None) -> PointPrompt:

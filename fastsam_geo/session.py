@@ -29,7 +29,7 @@ from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_obj
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
 from .types import Instances, MergedObject, ProgressCallback
-from .vectorize import mask_to_geometry, objects_to_records
+from .vectorize import object_geometry, objects_to_records
 
 COLUMNS = {"score": "float32", "area_m2": "float64"}
 PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
@@ -290,16 +290,12 @@ class SegmentedRaster:
 
     def _prompt_frame(self, pobjs: list[PromptObject], rows) -> gpd.GeoDataFrame:
         recs = []
-        t = self.info.transform
-        from affine import Affine
-
         for p in pobjs:
             for obj, score in rows.get(p.prompt_id, [(None, float("nan"))]):
                 geom = None
                 if obj is not None:
-                    geom = mask_to_geometry(obj.mask, t @ Affine.translation(obj.box[0], obj.box[1]),
-                                            min_component=self.options.min_component,
-                                            min_hole=self.options.min_hole, simplify=self.options.simplify)
+                    geom = object_geometry(obj, self.info.transform, min_component=self.options.min_component,
+                                           min_hole=self.options.min_hole, simplify=self.options.simplify)
                 recs.append((p.prompt_id, p.kind, geom is not None, score, geom))
         if not recs:
             return io.empty_frame(self.info.crs, PROMPT_COLUMNS)

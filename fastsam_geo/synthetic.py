@@ -206,3 +206,93 @@ class ColourSegmenter:
         boxes = np.stack([x0, y0, x1, y1], 1).astype(np.int32)
         crops = tuple(lab[b[1]:b[3], b[0]:b[2]] == k for k, b in zip(keep, boxes))
         return Instances(boxes, np.full(len(keep), 0.9, np.float32), crops, (h, w))
+
+
+def perturb_instances(inst: Instances, rng: np.random.Generator, *, miss: float = 0.15, split: float = 0.1,
+                      jitter: int = 1) -> tuple[Instances, list[tuple[str, list[int]]]]:
+    """One tile's view of the truth as a real network gives it: each instance missed with
+    probability ``miss``; one lying wholly inside the tile (clear of its border) split in two
+    halves with probability ``split``; every mask left grown or shrunk by ``jitter`` px at random.
+
+    Returns the perturbed instances and, per input instance, ``(what, output indexes)`` with
+    ``what`` one of ``"missed"``, ``"split"``, ``"kept"`` (a mask shrunk to nothing counts as
+    missed). Deterministic for a given ``rng`` state.
+    """
+    import cv2
+
+    h, w = inst.shape
+    kernel = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    boxes, crops, scores, log = [], [], [], []
+    for (x0, y0, x1, y1), crop, score in zip(inst.boxes.tolist(), inst.crops, inst.scores.tolist()):
+        if rng.random() < miss:
+            log.append(("missed", []))
+            continue
+        pieces = [crop]
+        what = "kept"
+        inside = x0 > 0 and y0 > 0 and x1 < w and y1 < h
+        if inside and rng.random() < split and max(x1 - x0, y1 - y0) >= 8:
+            a, b = crop.copy(), crop.copy()
+            if x1 - x0 >= y1 - y0:
+                cut = (x1 - x0) // 2
+                a[:, cut:], b[:, :cut] = False, False
+            else:
+                cut = (y1 - y0) // 2
+                a[cut:], b[:cut] = False, False
+            pieces, what = [a, b], "split"
+        out = []
+        for piece in pieces:
+            canvas = np.zeros((h, w), np.uint8)
+            canvas[y0:y1, x0:x1] = piece
+            if jitter:  # a mask cut by the tile border stays on it, as a network's does
+                op = cv2.dilate if rng.random() < 0.5 else cv2.erode
+                canvas = op(canvas, kernel, iterations=jitter, borderType=cv2.BORDER_REPLICATE)
+            tb = _tight_box(canvas)
+            if tb is None:
+                continue
+            px0, py0, px1, py1 = tb
+            piece = canvas[py0:py1, px0:px1].astype(bool)
+            out.append(len(crops))
+            boxes.append((px0, py0, px1, py1))
+            crops.append(np.ascontiguousarray(piece))
+            scores.append(score)
+        log.append((what if out else "missed", out))
+    if not crops:
+        return Instances.empty(inst.shape, inst.invalid), log
+    return Instances(np.asarray(boxes, np.int32), np.asarray(scores, np.float32), tuple(crops), inst.shape,
+                     inst.invalid), log
+
+
+def _tight_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+class PerturbedSegmenter:
+    """A segmenter whose tiles disagree as a real network's do: ``base``'s masks (by default the
+    true ones, :class:`ColourSegmenter`) put through :func:`perturb_instances`, seeded by the
+    tile's pixels, so each tile's view is different but the same tile always gives the same.
+    ``log`` maps a tile's pixel hash to its perturbation log.
+    """
+
+    batch_size = 4
+
+    def __init__(self, base: object = None, *, miss: float = 0.15, split: float = 0.1, jitter: int = 1,
+                 seed: int = 0):
+        self.base = base if base is not None else ColourSegmenter()
+        self.miss, self.split, self.jitter, self.seed = miss, split, jitter, seed
+        self.log: dict[str, list] = {}
+
+    def __call__(self, images: list[np.ndarray]) -> list[Instances]:
+        import hashlib
+
+        out = []
+        for img, res in zip(images, self.base(images)):
+            key = hashlib.sha1(np.ascontiguousarray(img).tobytes()).hexdigest()
+            rng = np.random.default_rng([self.seed, int(key[:12], 16)])
+            inst, log = perturb_instances(res, rng, miss=self.miss, split=self.split, jitter=self.jitter)
+            self.log[key] = log
+            out.append(inst)
+        return out

@@ -12,6 +12,7 @@ Conventions used throughout the package:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import functools
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -156,12 +157,16 @@ class Instances:
     scores: float32 ``(N,)``.
     crops:  N bool arrays, crop ``i`` of shape ``(y1 - y0, x1 - x0)`` of box ``i``.
     shape:  ``(H, W)`` of the tile.
+    invalid: bool ``(H, W)``, True where the tile's pixels are nodata or masked; ``None`` when
+            every pixel is valid. Masks never cover invalid pixels; tracing uses this to never
+            fill a hole over them.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     crops: tuple[np.ndarray, ...]
     shape: tuple[int, int]
+    invalid: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -175,7 +180,7 @@ class Instances:
         """The instances at ``idx`` (indices or a bool mask), in that order."""
         idx = np.arange(len(self))[np.asarray(idx)] if len(self) else np.zeros(0, dtype=int)
         return Instances(self.boxes[idx].reshape(-1, 4), self.scores[idx],
-                         tuple(self.crops[i] for i in idx), self.shape)
+                         tuple(self.crops[i] for i in idx), self.shape, self.invalid)
 
     def dense(self) -> MaskSet:
         """The same instances as a full-tile :class:`MaskSet`."""
@@ -186,8 +191,8 @@ class Instances:
         return MaskSet(masks, self.scores, self.boxes.astype(np.float32))
 
     @staticmethod
-    def empty(shape: tuple[int, int]) -> Instances:
-        return Instances(np.zeros((0, 4), np.int32), np.zeros(0, np.float32), (), shape)
+    def empty(shape: tuple[int, int], invalid: np.ndarray | None = None) -> Instances:
+        return Instances(np.zeros((0, 4), np.int32), np.zeros(0, np.float32), (), shape, invalid)
 
 
 @runtime_checkable
@@ -217,18 +222,88 @@ ProgressCallback = Callable[[Progress], "bool | None"]
 """Called after each batch; returning ``False`` cancels the run (QgsTask-style)."""
 
 
-@dataclass(frozen=True)
+Part = tuple[tuple[int, int, int, int], np.ndarray]
+"""A raster-pixel box ``(x0, y0, x1, y1)`` and the bool crop covering exactly that box."""
+
+DENSE_LIMIT = 1 << 24
+"""Most pixels (16 MP, 16 MB of bool) an object's mask is materialised over in one array; larger
+boxes (objects hundreds of tiles long) are handled part by part or band by band."""
+
+
+def paint(parts: Sequence[Part], window: tuple[int, int, int, int]) -> np.ndarray:
+    """The union of ``parts`` inside the raster-pixel ``window``, as a window-sized bool array."""
+    wx0, wy0, wx1, wy1 = window
+    out = np.zeros((wy1 - wy0, wx1 - wx0), dtype=bool)
+    for (x0, y0, x1, y1), crop in parts:
+        ix0, iy0, ix1, iy1 = max(x0, wx0), max(y0, wy0), min(x1, wx1), min(y1, wy1)
+        if ix1 > ix0 and iy1 > iy0:
+            out[iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0] |= crop[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
+    return out
+
+
+@dataclass(frozen=True, eq=False)
 class MergedObject:
     """One object after seam merging, in raster pixels.
 
-    ``box`` is ``(x0, y0, x1, y1)`` (exclusive max) in raster pixels, ``mask`` the bool
-    ``(y1 - y0, x1 - x0)`` crop, ``score`` the piece-area-weighted mean of the member
-    scores, ``tiles`` how many tiles contributed. ``sources`` names the tile instances it
-    was made of, as ``(tile index, instance index, pixels contributed)``.
+    ``parts`` are the tile views the object is made of, each a :data:`Part` (raster-pixel box and
+    its bool crop): one part for an object some tile saw whole, several (which may overlap) for
+    an object joined across tiles. The object's mask is their union. ``box`` is the union of the
+    part boxes ``(x0, y0, x1, y1)`` (exclusive max). ``score`` is the model's confidence (for a
+    joined object, the pixel-weighted mean of its views'), ``tiles`` how many tiles contributed,
+    ``sources`` names the tile instances used as ``(tile index, instance index, pixels)``.
+    ``nodata`` are :data:`Part` s marking masked (nodata) pixels inside the parts' boxes; a hole
+    over such pixels is never filled when the object is traced.
+
+    The union is materialised only on demand (:attr:`mask`); :attr:`area`, :meth:`contains` and
+    :meth:`count_in` work on the parts, so an object hundreds of tiles long costs no
+    bounding-box-sized array.
     """
 
     box: tuple[int, int, int, int]
-    mask: np.ndarray = field(repr=False)
+    parts: tuple[Part, ...] = field(repr=False)
     score: float
     tiles: int = 1
     sources: tuple[tuple[int, int, int], ...] = ()
+    nodata: tuple[Part, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_mask(cls, box: tuple[int, int, int, int], mask: np.ndarray, score: float, tiles: int = 1,
+                  sources: tuple[tuple[int, int, int], ...] = ()) -> MergedObject:
+        """An object from one bool ``mask`` covering ``box``."""
+        return cls(tuple(int(v) for v in box), ((tuple(int(v) for v in box), mask),), float(score), tiles,
+                   sources)
+
+    @functools.cached_property
+    def mask(self) -> np.ndarray:
+        """The union of the parts as one bool ``(y1 - y0, x1 - x0)`` array over :attr:`box`."""
+        if len(self.parts) == 1:
+            return self.parts[0][1]
+        return self.window_mask(self.box)
+
+    def window_mask(self, window: tuple[int, int, int, int]) -> np.ndarray:
+        """The object's pixels inside the raster-pixel ``window``, as a window-sized bool array."""
+        return paint(self.parts, window)
+
+    def count_in(self, window: tuple[int, int, int, int]) -> int:
+        """Pixels of the object inside ``window``, counted band by band (bounded memory)."""
+        wx0, wy0 = max(window[0], self.box[0]), max(window[1], self.box[1])
+        wx1, wy1 = min(window[2], self.box[2]), min(window[3], self.box[3])
+        if wx1 <= wx0 or wy1 <= wy0:
+            return 0
+        if len(self.parts) == 1:
+            (x0, y0, _, _), crop = self.parts[0]
+            return int(np.count_nonzero(crop[wy0 - y0:wy1 - y0, wx0 - x0:wx1 - x0]))
+        rows = max(1, DENSE_LIMIT // (wx1 - wx0))
+        return sum(int(np.count_nonzero(self.window_mask((wx0, y, wx1, min(wy1, y + rows)))))
+                   for y in range(wy0, wy1, rows))
+
+    @functools.cached_property
+    def area(self) -> int:
+        """Pixels in the object (its parts' union)."""
+        return self.count_in(self.box)
+
+    def contains(self, col: float, row: float) -> bool:
+        """Whether raster pixel ``(col, row)`` (fractional coordinates allowed) is in the object."""
+        c, r = int(np.floor(col)), int(np.floor(row))
+        return any(x0 <= c < x1 and y0 <= r < y1 and bool(crop[r - y0, c - x0])
+                   for (x0, y0, x1, y1), crop in self.parts)

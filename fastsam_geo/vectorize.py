@@ -13,20 +13,23 @@ from affine import Affine
 from shapely.geometry import MultiPolygon, Polygon
 
 from .coords import pixel_to_map
-from .types import MergedObject
+from .types import DENSE_LIMIT, MergedObject, Part, paint
 
 
 def mask_to_geometry(mask: np.ndarray, transform: Affine, *, min_component: int = 16, min_hole: int = 9,
-                     simplify: float = 0.0) -> Polygon | MultiPolygon | None:
+                     simplify: float = 0.0, invalid: np.ndarray | None = None,
+                     min_fraction: float = 0.05) -> Polygon | MultiPolygon | None:
     """Trace a bool mask ``(H, W)`` whose pixel (0, 0) maps through ``transform``.
 
     Returns a Polygon (or a MultiPolygon when several 4-connected parts remain), or None for
     an empty mask. Speckle is dropped: the largest part is always kept, the others only with
-    at least ``min_component`` pixels and 5 % of the largest; holes (interior rings) smaller
-    than ``min_hole`` pixels or 1 % of the mask are filled, larger ones (courtyards) kept.
-    ``simplify`` is a Douglas-Peucker tolerance in pixels (0: exact pixel outlines, the
-    polygons ``rasterio.features.shapes`` traces with 4-connectivity). Geometries are valid:
-    parts are traced one 4-connected part at a time, so rings can touch only at corners.
+    at least ``min_component`` pixels and ``min_fraction`` of the largest; holes (interior rings)
+    smaller than ``min_hole`` pixels or 1 % of the mask are filled, larger ones (courtyards)
+    kept, and so is any hole over a pixel that is True in ``invalid`` (bool ``(H, W)``:
+    nodata never ends up inside a polygon). ``simplify`` is a Douglas-Peucker tolerance in
+    pixels (0: exact pixel outlines, the polygons ``rasterio.features.shapes`` traces with
+    4-connectivity). Geometries are valid: parts are traced one 4-connected part at a time, so
+    rings can touch only at corners.
     """
     import cv2
 
@@ -35,7 +38,7 @@ def mask_to_geometry(mask: np.ndarray, transform: Affine, *, min_component: int 
     padded = np.pad(mask.astype(bool, copy=False), 1).view(np.uint8)  # no outline touches the edge
     n, lab, stats, _ = cv2.connectedComponentsWithStats(padded, connectivity=4)
     areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = areas >= max(min_component, 0.05 * areas.max())
+    keep = areas >= max(min_component, min_fraction * areas.max())
     keep[int(np.argmax(areas))] = True
     if n == 2:
         crops = [(padded, 0, 0)]
@@ -46,6 +49,8 @@ def mask_to_geometry(mask: np.ndarray, transform: Affine, *, min_component: int 
             crops.append(((lab[y:y + h + 2, x:x + w + 2] == k).view(np.uint8), x, y))
     coords, ring, ring_part, hole, area = trace_rings(crops)
     drop = hole & (area < max(min_hole, 0.01 * float(areas[keep].sum()))) if min_hole > 0 else np.zeros_like(hole)
+    if invalid is not None and drop.any():
+        drop &= ~_over_invalid(coords, ring, drop, np.pad(invalid, 1))
     if drop.any() and len(crops) > 1:  # parts on islands in a filled hole are covered now
         drop |= _islands_in(coords, ring, ring_part, hole, drop)[ring_part]
     if drop.any():
@@ -102,6 +107,21 @@ def trace_rings(crops: list[tuple[np.ndarray, int, int]]) -> tuple[np.ndarray, .
     return coords, ring, np.asarray(ring_part), np.asarray(hole, bool), area
 
 
+def _over_invalid(coords: np.ndarray, ring: np.ndarray, which: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """For each ring flagged in ``which`` (pixel-corner ``coords`` in the frame of the bool
+    ``invalid`` array), whether it encloses the centre of an invalid pixel (bool per ring)."""
+    out = np.zeros(len(which), bool)
+    for r in np.flatnonzero(which):
+        pts = coords[ring == r]
+        x0, y0 = np.floor(pts.min(axis=0)).astype(int)
+        x1, y1 = np.ceil(pts.max(axis=0)).astype(int)
+        rows, cols = np.nonzero(invalid[y0:y1, x0:x1])
+        if len(rows):
+            poly = shapely.Polygon(pts)
+            out[r] = bool(shapely.contains_xy(poly, cols + x0 + 0.5, rows + y0 + 0.5).any())
+    return out
+
+
 def _islands_in(coords: np.ndarray, ring: np.ndarray, ring_part: np.ndarray, hole: np.ndarray,
                 filled: np.ndarray) -> np.ndarray:
     """Which parts lie inside one of the ``filled`` holes (bool per part)."""
@@ -156,6 +176,65 @@ def _largest_polygonal(geom: shapely.Geometry) -> Polygon | MultiPolygon:
     return max(polys, key=lambda g: g.area) if polys else Polygon()
 
 
+def object_geometry(obj: MergedObject, transform: Affine, *, min_component: int = 16, min_hole: int = 9,
+                    simplify: float = 0.0, dense_limit: int = DENSE_LIMIT) -> Polygon | MultiPolygon | None:
+    """Trace a merged object (raster pixels) with the raster ``transform``; rules as
+    :func:`mask_to_geometry`.
+
+    Objects whose box holds at most ``dense_limit`` pixels are traced from their mask; longer
+    ones (a road or river hundreds of tiles long) part by part, the exact pixel outlines united
+    with shapely, so no array the size of their bounding box is ever made.
+    """
+    x0, y0, x1, y1 = obj.box
+    if len(obj.parts) == 1 or (x1 - x0) * (y1 - y0) <= dense_limit:
+        invalid = paint(obj.nodata, obj.box) if obj.nodata else None
+        return mask_to_geometry(obj.mask, transform @ Affine.translation(x0, y0), min_component=min_component,
+                                min_hole=min_hole, simplify=simplify, invalid=invalid)
+    # exact pixel outlines of each part, in raster pixel coordinates, united
+    traced = [mask_to_geometry(crop, Affine.translation(bx0, by0), min_component=0, min_hole=0, min_fraction=0)
+              for (bx0, by0, _, _), crop in obj.parts]
+    geom = shapely.union_all([g for g in traced if g is not None])
+    geom = _clean(geom, min_component, min_hole, obj.nodata)
+    if geom is None:
+        return None
+    geom = shapely.transform(geom, lambda xy: np.column_stack(pixel_to_map(xy[:, 0], xy[:, 1], transform)))
+    if simplify > 0:
+        geom = geom.simplify(simplify * np.sqrt(abs(transform.determinant)), preserve_topology=True)
+        if not geom.is_valid:
+            geom = _largest_polygonal(shapely.make_valid(geom))
+    return geom
+
+
+def _clean(geom, min_component: int, min_hole: int, nodata) -> Polygon | MultiPolygon | None:
+    """:func:`mask_to_geometry`'s speckle and hole rules on a pixel-coordinate (Multi)Polygon."""
+    polys = [p for p in getattr(geom, "geoms", [geom]) if isinstance(p, Polygon) and not p.is_empty]
+    if not polys:
+        return None
+    areas = np.array([p.area for p in polys])
+    keep = areas >= max(min_component, 0.05 * areas.max())
+    keep[int(np.argmax(areas))] = True
+    polys = [p for p, k in zip(polys, keep) if k]
+    limit = max(min_hole, 0.01 * float(areas[keep].sum())) if min_hole > 0 else 0
+    out = []
+    for p in polys:
+        holes = []
+        for ring in p.interiors:
+            h = Polygon(ring)
+            if h.area >= limit or (nodata and _hole_over(h, nodata)):
+                holes.append(ring)
+        out.append(Polygon(p.exterior, holes))
+    geom = shapely.union_all(out)  # islands in filled holes are covered now
+    return geom if isinstance(geom, Polygon) else MultiPolygon(sorted(geom.geoms, key=lambda g: -g.area))
+
+
+def _hole_over(hole: Polygon, nodata: tuple[Part, ...]) -> bool:
+    """Whether a pixel-coordinate hole encloses the centre of a pixel of the ``nodata`` parts."""
+    minx, miny, maxx, maxy = hole.bounds
+    x0, y0 = int(np.floor(minx)), int(np.floor(miny))
+    rows, cols = np.nonzero(paint(nodata, (x0, y0, int(np.ceil(maxx)), int(np.ceil(maxy)))))
+    return bool(len(rows)) and bool(shapely.contains_xy(hole, cols + x0 + 0.5, rows + y0 + 0.5).any())
+
+
 def objects_to_records(objects: list[MergedObject], transform: Affine, *, min_component: int = 16,
                        min_hole: int = 9, simplify: float = 0.0) -> tuple[list, list[float]]:
     """Vectorise merged objects (raster pixels) with the raster ``transform``.
@@ -164,9 +243,7 @@ def objects_to_records(objects: list[MergedObject], transform: Affine, *, min_co
     """
     geoms, scores = [], []
     for obj in objects:
-        t = transform @ Affine.translation(obj.box[0], obj.box[1])
-        g = mask_to_geometry(obj.mask, t, min_component=min_component, min_hole=min_hole,
-                             simplify=simplify)
+        g = object_geometry(obj, transform, min_component=min_component, min_hole=min_hole, simplify=simplify)
         if g is not None and not g.is_empty:
             geoms.append(g)
             scores.append(obj.score)

@@ -201,3 +201,33 @@ def test_memory_store_is_bounded_by_bytes_least_recently_used_out():
     nothing = MemoryStore(max_bytes=0)
     nothing.put(0, tiles[0])
     assert len(nothing) == 0 and nothing.nbytes == 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(8, 60), st.integers(8, 60), st.floats(0.3, 0.9), st.integers(1, 5), st.integers(0, 2**16),
+       st.sampled_from([(0, 0), (16, 9), (4, 30)]))
+def test_a_long_object_traced_part_by_part_is_the_one_its_mask_gives(h, w, density, n_parts, seed, limits):
+    """An object joined from overlapping tile views (parts) traces to the same polygon whether
+    its mask is materialised (dense) or its parts are traced and united (the path for objects
+    too long for one array), speckle and hole rules included."""
+    import cv2
+
+    from fastsam_geo.types import MergedObject
+    from fastsam_geo.vectorize import object_geometry
+    g = np.random.default_rng(seed)
+    mask = cv2.blur((g.random((h, w)) < density).astype(np.float32), (3, 3)) > 0.5
+    if not mask.any():
+        mask[h // 2, w // 2] = True
+    parts = []
+    for _ in range(n_parts):  # overlapping windows, like tiles' views, covering the mask
+        x0, y0 = int(g.integers(0, w // 2)), int(g.integers(0, h // 2))
+        parts.append(((x0, y0, w, h), mask[y0:, x0:]))
+    parts.append(((0, 0, w, h // 2 + 1), mask[:h // 2 + 1]))
+    parts.append(((0, h // 2, w, h), mask[h // 2:]))
+    obj = MergedObject((0, 0, w, h), tuple(parts), 0.9)
+    t = Affine(0.5, 0, 300000, 0, -0.5, 5000000)
+    mc, mh = limits
+    dense = object_geometry(obj, t, min_component=mc, min_hole=mh)
+    by_parts = object_geometry(obj, t, min_component=mc, min_hole=mh, dense_limit=0)
+    assert by_parts.is_valid and dense.is_valid
+    assert dense.symmetric_difference(by_parts).area < 1e-9
