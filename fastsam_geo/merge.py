@@ -30,27 +30,13 @@ network's own (see :func:`fastsam_geo.masks.suppress_duplicates`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
 from .masks import Box, crop_window, intersect
 from .tiling import TileGrid
-from .types import Instances, MergedObject, Part, Tile, paint
-
-
-@dataclass
-class _View:
-    tile: int
-    index: int  # instance index within its tile
-    box: Box  # raster pixels
-    bits: np.ndarray  # the crop, bit-packed along rows (np.packbits axis 1): 8x less held memory
-    width: int
-    score: float
-    area: int
-    whole: bool
-    edge: float  # px from the box to its tile's nearest inner edge (inf: none)
-    nodata: np.ndarray | None  # bit-packed masked pixels of the box (None: all valid)
+from .types import Instances, MergedObject, Part, Tile
+from .views import Relations, View, boxes_close, groups, grow, near, tight, union_box
 
 
 class SeamMerger:
@@ -80,7 +66,7 @@ class SeamMerger:
         self.edge = edge
         self.prefer = prefer
         self.nested = nested
-        self._views: dict[int, _View] = {}
+        self._views: dict[int, View] = {}
         self._links: dict[int, set[int]] = {}  # joins of partial views (one object, no tile saw whole)
         self._parent: dict[int, int] = {}
         self._members: dict[int, list[int]] = {}  # root -> view ids
@@ -101,7 +87,7 @@ class SeamMerger:
         ti = self.grid.index(tile)
         if ti in self._processed:
             raise ValueError(f"tile {tile.row},{tile.col} was already added")
-        others = [t for t in self.grid.intersecting(_grow(tile.box, 1)) if t is not tile]
+        others = [t for t in self.grid.intersecting(grow(tile.box, 1)) if t is not tile]
         inner = self._inner_edges(tile)
         nodata = inst.invalid
         out: list[MergedObject] = []
@@ -113,7 +99,7 @@ class SeamMerger:
             if nodata is not None:
                 holes = nodata[y0:y1, x0:x1]
                 holes = holes if holes.any() else None
-            if not any(intersect(_grow(box, 1), o.box) for o in others):  # no other tile sees it
+            if not any(intersect(grow(box, 1), o.box) for o in others):  # no other tile sees it
                 out.append(MergedObject(box, ((box, crop),), float(score), 1, ((ti, k, int(crop.sum())),),
                                         () if holes is None else ((box, holes),)))
                 continue
@@ -121,7 +107,7 @@ class SeamMerger:
                     default=math.inf)
             vid = self._next
             self._next += 1
-            self._views[vid] = _View(ti, k, box, np.packbits(crop, axis=1), crop.shape[1], float(score),
+            self._views[vid] = View(ti, k, box, np.packbits(crop, axis=1), crop.shape[1], float(score),
                                      int(np.count_nonzero(crop)), d > self.edge, d,
                                      None if holes is None else np.packbits(holes, axis=1))
             self._crops[vid] = crop
@@ -153,10 +139,10 @@ class SeamMerger:
         count: the tiles needed to complete the objects in the regions of interest.
         """
         out = set()
-        for ti, groups in self._waiting.items():
+        for ti, waiting in self._waiting.items():
             if ti in self._processed:
                 continue
-            for g in groups:
+            for g in waiting:
                 if g in self._parent:
                     root = self._find(g)
                     if root in self._gbox and (regions is None or any(intersect(self._gbox[root], r)
@@ -253,7 +239,7 @@ class SeamMerger:
         bound = np.minimum(aa[:, None], ba[None, :]) / np.maximum(aa[:, None], ba[None, :])
         pairs = []
         for i, j in zip(*np.nonzero(box_inter > 0)):
-            close = _boxes_close(a[i][1], b[j][1])
+            close = boxes_close(a[i][1], b[j][1])
             if bound[i, j] < self.match_iou and not close:
                 continue
             n = count(i, j)
@@ -293,15 +279,15 @@ class SeamMerger:
         other, just outside the shared window). A whole view much smaller than the partial view's
         part there is not linked: a small object inside a large one seen in part (everything
         mode) must not chain rows of tiles into one component."""
-        wide = _grow(win, 1)
+        wide = grow(win, 1)
         a = self._in_window(new, intersect(wide, tile.box), 0, 0)
         b = self._in_window(old, intersect(wide, other.box), 0, 0)
         for (va_id, abox, an), (vb_id, bbox, bn) in ((x, y) for x in a for y in b):
             va, vb = self._views[va_id], self._views[vb_id]
-            if va.whole == vb.whole or not intersect(_grow(abox, 1), bbox):
+            if va.whole == vb.whole or not intersect(grow(abox, 1), bbox):
                 continue
             (w, wid), (p, pid, pn) = ((va, va_id), (vb, vb_id, bn)) if va.whole else ((vb, vb_id), (va, va_id, an))
-            if w.area >= 0.25 * pn and _near(w.box, self._crop(wid), p.box, self._crop(pid)) >= 0.25 * min(w.area, pn):
+            if w.area >= 0.25 * pn and near(w.box, self._crop(wid), p.box, self._crop(pid)) >= 0.25 * min(w.area, pn):
                 self._union(va_id, vb_id)
 
     def _union_iou(self, c: int, others: list[int], win: Box) -> float:
@@ -345,9 +331,9 @@ class SeamMerger:
                 continue
             x0, y0 = view.box[:2]
             part = self._crop(v)[ib[1] - y0:ib[3] - y0, ib[0] - x0:ib[2] - x0]
-            tight = _tight(part)
-            if tight is not None:
-                tx0, ty0, tx1, ty1 = tight
+            tb = tight(part)
+            if tb is not None:
+                tx0, ty0, tx1, ty1 = tb
                 out.append((v, (ib[0] + tx0 + dx, ib[1] + ty0 + dy, ib[0] + tx1 + dx, ib[1] + ty1 + dy),
                             int(np.count_nonzero(part))))
         return out
@@ -368,10 +354,10 @@ class SeamMerger:
             ra, rb = rb, ra
         self._parent[rb] = ra
         self._members[ra].extend(self._members.pop(rb))
-        self._gbox[ra] = _union_box(self._gbox[ra], self._gbox.pop(rb))
+        self._gbox[ra] = union_box(self._gbox[ra], self._gbox.pop(rb))
 
     def _check(self, root: int, out: list[MergedObject]) -> None:
-        for t in self.grid.intersecting(_grow(self._gbox[root], 1)):
+        for t in self.grid.intersecting(grow(self._gbox[root], 1)):
             ti = self.grid.index(t)
             if ti not in self._processed:
                 self._waiting.setdefault(ti, set()).add(root)
@@ -395,7 +381,7 @@ class SeamMerger:
                 del self._by_tile[view.tile]
         crops = {v: self._crops.pop(v) for v in ids}
         wholes = [v for v in ids if views[v].whole]
-        seen = _Seen(self.grid, views, crops)
+        seen = Relations(self.grid, views, crops)
         # what each whole view is a piece of: a view of another tile that contains it and
         # reaches clearly past it (the object that tile sees as one mask, or only in part)
         within = {v: [c for c in ids if views[c].tile != views[v].tile and seen.piece_of(v, c, self.nested)]
@@ -411,15 +397,15 @@ class SeamMerger:
         kept = [v for v in kept if not any(c in survive for c in within[v])]
         for v in kept:
             out.append(self._object([v], views, crops))
-        for group in _groups(rest, links):
+        for group in groups(rest, links):
             out.append(self._object(group, views, crops))
 
-    def _object(self, ids: list[int], views: dict[int, _View], crops: dict[int, np.ndarray]) -> MergedObject:
+    def _object(self, ids: list[int], views: dict[int, View], crops: dict[int, np.ndarray]) -> MergedObject:
         """One object from views ``ids``: one view, or the union of several partial views."""
         vs = [views[v] for v in ids]
         box = vs[0].box
         for v in vs[1:]:
-            box = _union_box(box, v.box)
+            box = union_box(box, v.box)
         total = sum(v.area for v in vs)
         score = sum(v.score * v.area for v in vs) / total if total else vs[0].score
         parts: tuple[Part, ...] = tuple((v.box, crops[i]) for i, v in zip(ids, vs))
@@ -429,167 +415,10 @@ class SeamMerger:
                             tuple((v.tile, v.index, v.area) for v in vs), nodata)
 
 
-def _overlap(abox: Box, acrop: np.ndarray, bbox: Box, bcrop: np.ndarray) -> int:
-    """Pixels two crops (raster-pixel boxes) share."""
-    ib = intersect(abox, bbox)
-    if ib is None:
-        return 0
-    return int(np.count_nonzero(crop_window(acrop, abox, ib) & crop_window(bcrop, bbox, ib)))
-
-
-def _near(wbox: Box, wcrop: np.ndarray, pbox: Box, pcrop: np.ndarray) -> int:
-    """Pixels of crop ``p`` within 1 px (4-neighbourhood) of crop ``w`` (raster-pixel boxes)."""
-    import cv2
-
-    gbox = _grow(wbox, 1)
-    ib = intersect(gbox, pbox)
-    if ib is None:
-        return 0
-    grown = cv2.dilate(np.pad(wcrop, 1).view(np.uint8), _CROSS).view(bool)
-    return int(np.count_nonzero(crop_window(grown, gbox, ib) & crop_window(pcrop, pbox, ib)))
-
-
-_CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
-
-
-def _tight(mask: np.ndarray) -> Box | None:
-    """Tight ``(x0, y0, x1, y1)`` box of a bool array's True pixels, or None."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def _tolerance(a: Box, b: Box) -> float:
-    """How far the sides of two views' boxes may differ and still show one object: views jitter
-    by a pixel or two, more on large objects (2 px, or 15 % of the boxes' size)."""
-    return max(2.0, 0.15 * max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1]))
-
-
-def _within(inner: Box, outer: Box, tol: float) -> bool:
-    """Whether box ``inner`` lies inside ``outer`` give or take ``tol`` px on every side."""
-    return (inner[0] >= outer[0] - tol and inner[1] >= outer[1] - tol and inner[2] <= outer[2] + tol
-            and inner[3] <= outer[3] + tol)
-
-
-def _boxes_close(a: Box, b: Box) -> bool:
-    """Boxes whose sides differ by at most :func:`_tolerance`: one object, jittered."""
-    tol = _tolerance(a, b)
-    return _within(a, b, tol) and _within(b, a, tol)
-
-
-def _covers(warea: int, wbox: Box, inter: int, n: int, pbox: Box) -> bool:
-    """Whether a whole view (``warea`` pixels, box ``wbox``) shows the object a partial view of
-    another tile shows, given the pixels they share give or take 1 px (``inter``) and the partial view's ``n``
-    pixels (tight box ``pbox``) inside the whole view's tile: they overlap, and the partial view
-    does not reach past the whole one there (a big object's partial view is not covered by a
-    piece or a small object inside it)."""
-    return inter >= 0.25 * min(warea, n) and _within(pbox, wbox, _tolerance(wbox, pbox))
-
-
-class _Seen:
-    """Relations between the views of one component, judged where both tiles see."""
-
-    def __init__(self, grid: TileGrid, views: dict[int, _View], crops: dict[int, np.ndarray]):
-        self.grid, self.views, self.crops = grid, views, crops
-        self._in: dict[tuple[int, int], tuple[int, Box | None]] = {}
-
-    def inside_tile(self, v: int, t: int) -> tuple[int, Box | None]:
-        """Pixels of view ``v`` inside tile ``t``'s window and their tight box (raster px)."""
-        if (v, t) not in self._in:
-            view = self.views[v]
-            ib = intersect(view.box, self.grid.tiles[t].box)
-            n, box = 0, None
-            if ib is not None:
-                part = crop_window(self.crops[v], view.box, ib)
-                tb = _tight(part)
-                if tb is not None:
-                    n, box = int(np.count_nonzero(part)), (ib[0] + tb[0], ib[1] + tb[1], ib[0] + tb[2], ib[1] + tb[3])
-            self._in[(v, t)] = (n, box)
-        return self._in[(v, t)]
-
-    def overlap(self, a: int, b: int) -> int:
-        va, vb = self.views[a], self.views[b]
-        return _overlap(va.box, self.crops[a], vb.box, self.crops[b])
-
-    def same_object(self, a: int, b: int) -> bool:
-        """Two whole views of one object: half of the smaller inside the other, and IoU >= 0.6
-        or boxes within the jitter tolerance (a small object grown in one view, shrunk in the
-        other). A half, a part, or one object of a fused pair is not the whole it lies in."""
-        va, vb = self.views[a], self.views[b]
-        inter = self.overlap(a, b)
-        if inter < 0.5 * min(va.area, vb.area):
-            return False
-        return inter >= 0.6 * (va.area + vb.area - inter) or _boxes_close(va.box, vb.box)
-
-    def piece_of(self, v: int, c: int, nested: bool) -> bool:
-        """Whether whole view ``v`` is a piece of the object view ``c`` (another tile) shows: a
-        quarter of ``v`` or more inside ``c``, ``v``'s box inside ``c``'s give or take the jitter
-        tolerance, and ``c`` reaching clearly past ``v`` within ``v``'s
-        tile (a split, a half whose other half was missed, or one of two objects the other tile
-        fused). With ``nested`` (objects may nest, FastSAM's everything mode), only a view of at
-        least a quarter of ``c``'s pixels there is a piece: a small object inside a large one stays."""
-        vv = self.views[v]
-        n, cbox = self.inside_tile(c, vv.tile)
-        if cbox is None or not _within(vv.box, cbox, _tolerance(vv.box, cbox)) or _boxes_close(vv.box, cbox):
-            return False
-        if (nested or not self.views[c].whole) and vv.area < 0.25 * n:
-            return False  # (never linked to such a partial view: see SeamMerger._link)
-        return self.overlap(v, c) >= 0.25 * vv.area
-
-    def covered(self, p: int, kept: list[int]) -> bool:
-        """Whether partial view ``p`` is covered (:func:`_covers`) by the kept whole views of
-        another tile, several together when that tile split the object."""
-        pv = self.views[p]
-        by_tile: dict[int, list[int]] = {}
-        for k in kept:
-            if self.views[k].tile != pv.tile and intersect(_grow(self.views[k].box, 1), pv.box):
-                by_tile.setdefault(self.views[k].tile, []).append(k)
-        for t, ks in by_tile.items():
-            n, pbox = self.inside_tile(p, t)
-            if pbox is None:
-                continue
-            box = self.views[ks[0]].box
-            for k in ks[1:]:
-                box = _union_box(box, self.views[k].box)
-            union = paint([(self.views[k].box, self.crops[k]) for k in ks], box)
-            if _covers(int(np.count_nonzero(union)), box, _near(box, union, pv.box, self.crops[p]), n, pbox):
-                return True
-        return False
-
-
-def _groups(ids: list[int], links: dict[int, set[int]]) -> list[list[int]]:
-    """Connected groups of ``ids`` under ``links`` (restricted to ``ids``), in first-seen order."""
-    left = set(ids)
-    out = []
-    for v in ids:
-        if v not in left:
-            continue
-        left.discard(v)
-        group, stack = [v], [v]
-        while stack:
-            for u in links[stack.pop()]:
-                if u in left:
-                    left.discard(u)
-                    group.append(u)
-                    stack.append(u)
-        out.append(group)
-    return out
-
-
-def _grow(box: Box, n: int) -> Box:
-    return (box[0] - n, box[1] - n, box[2] + n, box[3] + n)
-
-
 def _box_within(inner: np.ndarray, outer: np.ndarray, slack: int) -> np.ndarray:
     """Whether boxes ``inner`` lie within ``outer`` (broadcast ``(..., 4)`` arrays), give or take ``slack`` px."""
     return ((inner[..., 0] >= outer[..., 0] - slack) & (inner[..., 1] >= outer[..., 1] - slack)
             & (inner[..., 2] <= outer[..., 2] + slack) & (inner[..., 3] <= outer[..., 3] + slack))
-
-
-def _union_box(a: Box, b: Box) -> Box:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
 def _match_windows(a: Tile, b: Tile) -> tuple[Box, Box] | None:
