@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "segment_raster": "api",
     "SegmentedRaster": "session",
+    "Options": "options",
     "PointPrompt": "prompts",
     "BoxPrompt": "prompts",
     "TextPrompt": "prompts",
@@ -34,7 +35,7 @@ _EXPORTS = {
 }
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
-    "segment_raster", "SegmentedRaster", "PointPrompt", "BoxPrompt", "TextPrompt",
+    "segment_raster", "SegmentedRaster", "Options", "PointPrompt", "BoxPrompt", "TextPrompt",
     "evaluate", "train", "raster_info", "load_segmenter", "plan_tiles",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
     "FastSAMGeoError", "EmptyResultWarning",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from .engine import FastSAMSegmenter
     from .errors import EmptyResultWarning, FastSAMGeoError
     from .models import load_segmenter
+    from .options import Options
     from .prompts import BoxPrompt, PointPrompt, TextPrompt
     from .session import SegmentedRaster
     from .tiling import plan_tiles

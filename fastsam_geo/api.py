@@ -11,13 +11,15 @@ import numpy as np
 from . import io
 from .errors import InputError
 from .models import load_segmenter
+from .options import Options
 from .pipeline import RunStats
 from .prompts import Prompt
 from .raster import read_info
 from .session import SegmentedRaster, single_call_cache
 from .types import ProgressCallback, RasterInfo
 
-__all__ = ["SegmentedRaster", "evaluate", "load_segmenter", "raster_info", "segment_raster", "single_call_cache"]
+__all__ = ["Options", "SegmentedRaster", "evaluate", "load_segmenter", "raster_info", "segment_raster",
+           "single_call_cache"]
 
 
 def raster_info(path: str | os.PathLike) -> RasterInfo:
@@ -30,21 +32,15 @@ def segment_raster(
     *,
     segmenter: object = None,
     prompts: Sequence[Prompt] | None = None,
-    tile_size: int = 1024,
-    overlap: int = 128,
-    bands: Sequence[int] | None = None,
-    stretch: str = "auto",
-    batch_size: int | None = None,
-    device: str = "auto",
-    min_area: int = 16,
-    simplify: float = 0.0,
+    options: Options | None = None,
     bbox: tuple[float, float, float, float] | None = None,
     bbox_crs: object = None,
     cache: str | os.PathLike | None = None,
     text_embedder: object = None,
     output: str | os.PathLike | None = None,
-    progress: ProgressCallback | None = None,
+    progress: bool | ProgressCallback | None = None,
     stats: RunStats | None = None,
+    **kwargs,
 ) -> gpd.GeoDataFrame:
     """Segment a georeferenced raster into polygons in the raster's CRS: every object, or
     the objects selected by ``prompts``.
@@ -62,11 +58,11 @@ def segment_raster(
     prompts: ``PointPrompt`` / ``BoxPrompt`` / ``TextPrompt`` objects in any CRS; then only
         the tiles they touch are segmented, and the result has one row per prompt object
         (``prompt_id``, ``prompt_type``, ``found``), see :mod:`fastsam_geo.prompts`.
-    bands: 1-based bands read as R, G, B (one band is shown as grey); default: the RGB
-        colour bands, else band 1.
-    stretch: ``"auto"`` (one 2-98 % percentile stretch per raster unless the data are
-        uint8), ``"percentile"`` or ``"none"``.
-    min_area: drop masks of fewer pixels. ``simplify``: outline tolerance in pixels.
+    options: an :class:`~fastsam_geo.options.Options`; or give its fields as keywords:
+        ``tile_size`` (1024), ``overlap`` (128), ``bands``, ``stretch``, ``device``, ``conf``,
+        ``iou``, ``imgsz``, ``max_det``, ``half``, ``batch_size``, ``tta``, ``threads``,
+        ``min_area`` (16 px), ``simplify`` (px), ``dedup`` (True), ``prefer``. Every value is
+        checked before the raster is read or a model loaded (:class:`~fastsam_geo.errors.InputError`).
     bbox: only segment this ``(xmin, ymin, xmax, ymax)`` area, in ``bbox_crs`` (default: the
         raster's CRS); only the tiles it touches (and the neighbours needed to finish the
         objects reaching out of it) are read; objects touching it are returned.
@@ -76,8 +72,8 @@ def segment_raster(
         embedder object; default CLIP ViT-B-32 from the local cache.
     output: also write the result there (.gpkg, .parquet, .geojson, .fgb); the path is
         checked before any work, and written atomically.
-    progress: called with :class:`~fastsam_geo.types.Progress` after each batch; return
-        False to cancel.
+    progress: ``True`` for a progress bar (tqdm; a widget in Jupyter), or a callable given a
+        :class:`~fastsam_geo.types.Progress` after each batch: return False to cancel.
 
     Returns
     -------
@@ -85,14 +81,13 @@ def segment_raster(
     0-1) and ``area_m2`` (geodesic area in square metres), in the raster's CRS.
     An empty result is a valid empty frame, with an :class:`EmptyResultWarning`.
     """
+    options = Options.of(options, **kwargs)
     if output is not None:
         io.check_output(output)
     if prompts is not None and bbox is not None:
         raise InputError("give prompts or a bbox, not both")
-    sr = SegmentedRaster(path, segmenter=segmenter, tile_size=tile_size, overlap=overlap, bands=bands,
-                         stretch=stretch, device=device, min_area=min_area, simplify=simplify,
-                         cache=single_call_cache(cache, bool(prompts)),
-                         batch_size=batch_size, text_embedder=text_embedder)
+    sr = SegmentedRaster(path, segmenter=segmenter, options=options, cache=single_call_cache(cache, bool(prompts)),
+                         text_embedder=text_embedder)
     if prompts is not None:
         return sr.prompt(prompts, progress=progress, output=output, stats=stats)
     return sr.segment(bbox=bbox, bbox_crs=bbox_crs, progress=progress, output=output, stats=stats)

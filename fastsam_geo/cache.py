@@ -46,41 +46,50 @@ def default_cache_dir() -> Path:
 
 
 def encode(inst: Instances) -> dict[str, np.ndarray]:
-    """Instances -> flat arrays (masks bit-packed, one stream) for ``np.savez``."""
+    """Instances -> flat arrays (masks bit-packed, one stream; the tile's nodata pixels
+    bit-packed when there are any) for ``np.savez``."""
     sizes = np.array([c.size for c in inst.crops], dtype=np.int64)
     bits = np.packbits(np.concatenate([c.ravel() for c in inst.crops])) if len(inst) else \
         np.zeros(0, np.uint8)
-    return {"boxes": inst.boxes.astype(np.int32), "scores": inst.scores.astype(np.float32),
-            "sizes": sizes, "bits": bits, "shape": np.asarray(inst.shape, np.int64)}
+    out = {"boxes": inst.boxes.astype(np.int32), "scores": inst.scores.astype(np.float32),
+           "sizes": sizes, "bits": bits, "shape": np.asarray(inst.shape, np.int64)}
+    if inst.invalid is not None:
+        out["invalid"] = np.packbits(inst.invalid.ravel())
+    return out
 
 
 def decode(d) -> Instances:
     boxes, sizes = d["boxes"], d["sizes"]
     shape = tuple(int(v) for v in d["shape"])
+    invalid = None
+    if "invalid" in d:
+        invalid = np.unpackbits(d["invalid"], count=shape[0] * shape[1]).astype(bool).reshape(shape)
     if len(boxes) == 0:
-        return Instances.empty(shape)
+        return Instances.empty(shape, invalid)
     flat = np.unpackbits(d["bits"], count=int(sizes.sum())).astype(bool)
     ends = np.cumsum(sizes)
     crops = tuple(flat[e - n:e].reshape(int(b[3] - b[1]), int(b[2] - b[0]))
                   for e, n, b in zip(ends, sizes, boxes))
-    return Instances(boxes, d["scores"], crops, shape)
+    return Instances(boxes, d["scores"], crops, shape, invalid)
 
 
 DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
 
 
 def instances_nbytes(inst: Instances) -> int:
-    """Bytes held by one tile's results (boxes, scores and mask crops)."""
-    return int(inst.boxes.nbytes + inst.scores.nbytes + sum(c.nbytes for c in inst.crops))
+    """Bytes held by one tile's results (boxes, scores, mask crops, nodata pixels)."""
+    return int(inst.boxes.nbytes + inst.scores.nbytes + sum(c.nbytes for c in inst.crops)
+               + (inst.invalid.nbytes if inst.invalid is not None else 0))
 
 
 class MemoryStore:
-    """Tile results in memory: an LRU bounded by ``max_bytes`` of masks (None: unbounded;
-    0: keep nothing, for one-shot runs that never ask again).
+    """Tile results and their text embeddings in memory: one LRU bounded by ``max_bytes``
+    (None: unbounded; 0: keep nothing, for one-shot runs that never ask again).
 
     Bounded by bytes rather than tiles because a tile's results range from a few kB (a few
     buildings) to tens of MB (hundreds of "everything" masks); unbounded, a whole-raster run
-    would hold every tile's masks and memory would grow with the raster's area.
+    would hold every tile's masks and memory would grow with the raster's area. Embeddings
+    share the budget (512 floats per object add up over a large raster).
     """
 
     persistent = False
@@ -88,41 +97,51 @@ class MemoryStore:
     def __init__(self, max_bytes: int | None = DEFAULT_MEMORY_BYTES):
         # the pipeline's reader thread gets while its post thread puts
         self._lock = threading.RLock()
-        self._tiles: OrderedDict[int, Instances] = OrderedDict()
-        self._emb: dict[tuple[int, str], np.ndarray] = {}
+        self._lru: OrderedDict[tuple, tuple[object, int]] = OrderedDict()  # key -> (value, bytes)
+        self._tiles = 0
         self.max_bytes = max_bytes
         self.nbytes = 0
 
-    def get(self, tile: int) -> Instances | None:
+    def _get(self, key: tuple):
         with self._lock:
-            inst = self._tiles.get(tile)
-            if inst is not None:
-                self._tiles.move_to_end(tile)
-            return inst
+            item = self._lru.get(key)
+            if item is None:
+                return None
+            self._lru.move_to_end(key)
+            return item[0]
+
+    def _put(self, key: tuple, value: object, nbytes: int) -> None:
+        with self._lock:
+            old = self._lru.pop(key, None)
+            if old is not None:
+                self.nbytes -= old[1]
+                self._tiles -= key[0] == "t"
+            self._lru[key] = (value, nbytes)
+            self.nbytes += nbytes
+            self._tiles += key[0] == "t"
+            while self.max_bytes is not None and self._lru and self.nbytes > self.max_bytes:
+                evicted, (_, n) = self._lru.popitem(last=False)
+                self.nbytes -= n
+                self._tiles -= evicted[0] == "t"
+
+    def get(self, tile: int) -> Instances | None:
+        return self._get(("t", tile))
 
     def put(self, tile: int, inst: Instances) -> None:
-        with self._lock:
-            old = self._tiles.pop(tile, None)
-            if old is not None:
-                self.nbytes -= instances_nbytes(old)
-            self._tiles[tile] = inst
-            self.nbytes += instances_nbytes(inst)
-            if self.max_bytes is not None:
-                while self._tiles and self.nbytes > self.max_bytes:
-                    _, evicted = self._tiles.popitem(last=False)
-                    self.nbytes -= instances_nbytes(evicted)
+        self._put(("t", tile), inst, instances_nbytes(inst))
 
     def has(self, tile: int) -> bool:
-        return tile in self._tiles
+        return ("t", tile) in self._lru
 
     def get_embeddings(self, tile: int, key: str) -> np.ndarray | None:
-        return self._emb.get((tile, key))
+        return self._get(("e", tile, key))
 
     def put_embeddings(self, tile: int, key: str, emb: np.ndarray) -> None:
-        self._emb[(tile, key)] = emb
+        self._put(("e", tile, key), emb, int(emb.nbytes))
 
     def __len__(self) -> int:
-        return len(self._tiles)
+        """Tiles held."""
+        return self._tiles
 
 
 class DiskStore(MemoryStore):

@@ -73,25 +73,6 @@ def _int_list(value: str | None, what: str) -> tuple[int, ...] | None:
         raise click.BadParameter(f"{what} must be comma-separated integers, got {value!r}") from None
 
 
-class TqdmProgress:
-    """A progress callback drawing a tqdm bar on stderr."""
-
-    def __init__(self, total: int, quiet: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="tile", disable=quiet, file=sys.stderr, dynamic_ncols=True,
-                        desc="segmenting")
-
-    def __call__(self, p) -> bool:
-        self.bar.total = p.total
-        self.bar.update(p.done - self.bar.n)
-        self.bar.set_postfix(objects=p.objects, refresh=False)
-        return True
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 @click.group(name="fastsam", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fastsam-geo")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
@@ -117,6 +98,11 @@ def main(debug: bool) -> None:
 @click.option("--conf", type=float, default=None, help="Confidence threshold (default: the model's).")
 @click.option("--iou", type=float, default=None, help="NMS IoU threshold (default: the model's).")
 @click.option("--imgsz", type=int, default=None, help="Network input size (default: the model's).")
+@click.option("--max-det", type=int, default=300, show_default=True, help="Most masks per tile.")
+@click.option("--tta", is_flag=True, help="Also run each tile flipped (3x the network time).")
+@click.option("--dedup/--no-dedup", default=True, show_default=True,
+              help="Keep one mask per object (a roof found twice, or inside another, is a duplicate); "
+                   "--no-dedup keeps nested objects (FastSAM's everything mode).")
 @click.option("--min-area", type=int, default=16, show_default=True,
               help="Drop masks under this many pixels.")
 @click.option("--simplify", type=float, default=0.0, show_default=True,
@@ -136,15 +122,19 @@ def main(debug: bool) -> None:
               help="Keep per-tile results there for later runs and prompts (auto: user cache folder).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
-def segment(raster, output, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou,
-            imgsz, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, quiet):
+def segment(raster, output, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
+            max_det, tta, dedup, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache,
+            quiet):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
-    from .api import SegmentedRaster, load_segmenter, raster_info, single_call_cache
+    from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
+    from .options import Options
     from .pipeline import RunStats
     from .prompts import TextPrompt, parse_box, parse_point
-    from .tiling import plan_tiles
 
+    options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), stretch=stretch,
+                      device=device, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, batch_size=batch_size,
+                      tta=tta, dedup=dedup, min_area=min_area, simplify=simplify)
     check_output(output)
     if prompt_crs is not None:
         from .coords import parse_crs
@@ -158,27 +148,16 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
     if bbox is not None:
         box = parse_box(bbox, prompt_crs)
         area = (box.xmin, box.ymin, box.xmax, box.ymax)
-    info = raster_info(raster)
-    n_tiles = len(plan_tiles(info.width, info.height, tile_size, overlap))
-    engine_args = dict(conf=conf, iou=iou, imgsz=imgsz, batch_size=batch_size)
-    engine_args = {k: v for k, v in engine_args.items() if v is not None}
-    seg = model if cache is not None and not engine_args else load_segmenter(model, device=device, **engine_args)
-    bar = TqdmProgress(n_tiles, quiet)
     stats = RunStats()
     t0 = time.perf_counter()
-    try:
-        sr = SegmentedRaster(raster, segmenter=seg, tile_size=tile_size, overlap=overlap,
-                             bands=_int_list(bands, "--bands"), stretch=stretch, device=device, min_area=min_area,
-                             simplify=simplify, cache=single_call_cache(cache, bool(prompts)),
-                             batch_size=batch_size, text_embedder=clip)
-        if prompts:
-            gdf = sr.prompt(prompts, progress=bar, output=output, stats=stats)
-            what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"
-        else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
-            n = sr.segment_to_file(output, bbox=area, bbox_crs=prompt_crs, progress=bar, stats=stats)
-            what = f"{n} objects"
-    finally:
-        bar.close()
+    sr = SegmentedRaster(raster, segmenter=model, options=options, cache=single_call_cache(cache, bool(prompts)),
+                         text_embedder=clip)
+    if prompts:
+        gdf = sr.prompt(prompts, progress=not quiet, output=output, stats=stats)
+        what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"
+    else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
+        n = sr.segment_to_file(output, bbox=area, bbox_crs=prompt_crs, progress=not quiet, stats=stats)
+        what = f"{n} objects"
     if not quiet:
         click.echo(f"{what} from {stats.tiles} tiles ({stats.tiles_cached} cached, {stats.tiles_skipped} empty) "
                    f"in {time.perf_counter() - t0:.1f} s -> {output}", err=True)

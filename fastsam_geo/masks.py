@@ -141,3 +141,42 @@ def merge_overlapping(inst: Instances, iou: float, *, contain: float = 0.8) -> I
             kept.append([box, crop, float(inst.scores[i]), area])
     return Instances(np.asarray([k[0] for k in kept], np.int32).reshape(-1, 4),
                      np.asarray([k[2] for k in kept], np.float32), tuple(k[1] for k in kept), inst.shape)
+
+
+def suppress_duplicates(inst: Instances, iou: float = 0.5, contain: float = 0.8) -> Instances:
+    """One mask per object of one tile: mask-level NMS, by masks, not boxes.
+
+    Highest score first, a mask is dropped when its IoU with a kept mask is at least ``iou``,
+    or when at least ``contain`` of the smaller of the two lies in the other (a building and a
+    part of it, the same roof twice: a box NMS keeps both when their boxes differ). Kept masks
+    stay in their original order.
+    """
+    n = len(inst)
+    if n < 2:
+        return inst
+    b = inst.boxes.astype(np.int64)
+    ix0 = np.maximum(b[:, None, 0], b[None, :, 0])
+    iy0 = np.maximum(b[:, None, 1], b[None, :, 1])
+    ix1 = np.minimum(b[:, None, 2], b[None, :, 2])
+    iy1 = np.minimum(b[:, None, 3], b[None, :, 3])
+    touching = (ix1 > ix0) & (iy1 > iy0)
+    np.fill_diagonal(touching, False)
+    if not touching.any():
+        return inst
+    areas = inst.areas
+    order = np.argsort(-inst.scores, kind="stable")
+    kept: list[int] = []
+    for i in order:
+        dup = False
+        for k in kept:
+            if not touching[i, k]:
+                continue
+            win = (int(ix0[i, k]), int(iy0[i, k]), int(ix1[i, k]), int(iy1[i, k]))
+            inter = int(np.count_nonzero(crop_window(inst.crops[i], tuple(b[i]), win)
+                                         & crop_window(inst.crops[k], tuple(b[k]), win)))
+            if inter >= iou * (areas[i] + areas[k] - inter) or inter >= contain * min(areas[i], areas[k]):
+                dup = True
+                break
+        if not dup:
+            kept.append(int(i))
+    return inst if len(kept) == n else inst.take(sorted(kept))

@@ -17,7 +17,7 @@ import numpy as np
 
 from .cache import MemoryStore as TileStore
 from .errors import Cancelled, SegmenterError
-from .masks import to_instances
+from .masks import suppress_duplicates, to_instances
 from .merge import SeamMerger
 from .models import SegmentFn
 from .raster import TileReader
@@ -166,7 +166,7 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
                  merger: SeamMerger | None = None, stats: RunStats | None = None,
                  tiles: Sequence[Tile] | None = None, regions: list[tuple[int, int, int, int]] | None = None,
                  store: TileStore | None = None, finish: Callable[[list[MergedObject]], object] | None = None,
-                 threads: bool = True) -> Iterator:
+                 threads: bool = True, dedup: bool = False) -> Iterator:
     """Segment ``tiles`` (default: the whole grid) and yield merged objects (raster pixels).
 
     Objects cut by seams are merged across tiles; each is yielded once, as soon as every
@@ -180,7 +180,11 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
     and a post thread decodes masks, merges seams and applies ``finish`` (e.g. vectorising)
     to each list of finished objects; what is yielded is ``finish``'s result. ``progress``
     is called after each batch; if it returns False the run stops with
-    :class:`~fastsam_geo.errors.Cancelled`.
+    :class:`~fastsam_geo.errors.Cancelled`. However the run ends (done, cancelled, failed, or
+    the generator closed by its consumer), both stage threads have stopped before this
+    generator returns, so the caller may close the reader right after. ``dedup``: keep one
+    mask per object of each tile (:func:`~fastsam_geo.masks.suppress_duplicates`), applied after
+    the store (which keeps the segmenter's own output).
     """
     stats = stats if stats is not None else RunStats()
     merger = merger or SeamMerger(grid)
@@ -212,7 +216,7 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
     def post(item) -> object:
         t1 = time.perf_counter()
         if item[0] == "ready":
-            objects = merger.add(item[1], item[2])
+            objects = merger.add(item[1], suppress_duplicates(item[2]) if dedup else item[2])
             done[0] += 1
         else:
             _, batch_tiles, raw, valids = item
@@ -225,7 +229,7 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
                 if store is not None:
                     store.put(grid.index(tile), inst)
                 stats.instances += len(inst)
-                objects.extend(merger.add(tile, inst))
+                objects.extend(merger.add(tile, suppress_duplicates(inst) if dedup else inst))
             done[0] += len(batch_tiles)
         out = finish(objects) if objects else None
         stats.post_seconds += time.perf_counter() - t1
@@ -241,33 +245,7 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
     try:
         while todo:
             if threads:
-                post_in: queue.Queue = queue.Queue(2)
-                reader_thread = _Worker(read_stage, 2, stop)
-                post_thread = _Worker(lambda put, q=post_in: [put(post(i)) for i in iter(q.get, _DONE)], 0, stop)
-                reader_thread.start()
-                post_thread.start()
-                try:
-                    for item in reader_thread.items():
-                        item = network(item)
-                        while True:  # hand over to the post stage; meanwhile yield what it finished
-                            for out in post_thread.ready():
-                                yield from report(out)
-                            try:
-                                post_in.put(item, timeout=0.05)
-                                break
-                            except queue.Full:
-                                continue
-                finally:
-                    while post_thread.is_alive():  # never block on a post stage that has died
-                        try:
-                            post_in.put(_DONE, timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                for out in post_thread.items():
-                    yield from report(out)
-                post_thread.join()
-                reader_thread.join()
+                yield from _threaded(read_stage, network, post, report, stop)
             else:
                 for item in iter_batches(reader, todo, batch_size, stats, store, grid.index):
                     if item[0] == "batch" and split:
@@ -285,6 +263,51 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
         yield finish(objects)
     if progress is not None:
         progress(Progress(done[0], total, stats.objects))
+
+
+def _threaded(read_stage, network, post, report, stop: threading.Event) -> Iterator:
+    """Run the three stages: a reader thread, the network here, a post thread; yield what
+    ``report`` yields for each post result. On every way out (done, an error in any stage, a
+    cancel, the consumer closing the generator) both threads are stopped and joined before
+    this returns: nothing reads from the raster after the caller closes it."""
+    post_in: queue.Queue = queue.Queue(2)
+    reader_thread = _Worker(read_stage, 2, stop)
+    post_thread = _Worker(lambda put: [put(post(i)) for i in iter(post_in.get, _DONE)], 0, stop)
+    reader_thread.start()
+    post_thread.start()
+    finished = False
+    try:
+        for item in reader_thread.items():
+            item = network(item)
+            while True:  # hand over to the post stage; meanwhile yield what it finished
+                for out in post_thread.ready():
+                    yield from report(out)
+                try:
+                    post_in.put(item, timeout=0.05)
+                    break
+                except queue.Full:
+                    if not post_thread.is_alive():
+                        break  # it died: its error is in its queue
+        _send(post_in, _DONE, post_thread)
+        for out in post_thread.items():
+            yield from report(out)
+        finished = True
+    finally:
+        if not finished:
+            stop.set()  # the stages' puts and the reader's loop give up at once
+            _send(post_in, _DONE, post_thread)
+        post_thread.join()
+        reader_thread.join()
+
+
+def _send(q: queue.Queue, item: object, consumer: threading.Thread) -> None:
+    """Put ``item`` on ``q`` unless its consumer thread has ended (never block on a dead one)."""
+    while consumer.is_alive():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def run(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, batch_size: int = 4,

@@ -30,7 +30,7 @@ from pyproj import CRS
 
 from .coords import crs_name, map_to_pixel, parse_crs, transform_xy
 from .errors import CRSError, PromptError
-from .masks import Box, intersect
+from .masks import Box
 from .types import MergedObject
 
 

@@ -156,8 +156,10 @@ class TileReader:
     """Reads tiles of one raster as model-ready images. Use as a context manager.
 
     ``read(tile)`` returns ``(image, valid)``: ``image`` ``(H, W, 3) uint8`` RGB with
-    invalid pixels set to 0, and ``valid`` ``(H, W) bool``, False where any chosen band is
-    nodata, alpha-transparent, internally masked, or not finite.
+    invalid pixels set to 0, and ``valid`` ``(H, W) bool``: GDAL's dataset mask (False where
+    *every* band is nodata, where alpha is 0, or where the internal mask band says so; a dark
+    pixel with one channel at the nodata value is data), and False where a chosen band is not
+    finite (NaN cannot be stretched).
     """
 
     def __init__(self, path: str | os.PathLike, bands: Sequence[int] | None = None, *,
@@ -201,8 +203,8 @@ class TileReader:
         window = Window(tile.x, tile.y, tile.width, tile.height)
         try:
             data = src.read(self._uniq, window=window)
-            if self._masked:
-                valid = src.read_masks(self._uniq, window=window).all(axis=0)
+            if self._masked:  # GDAL's dataset mask: nodata only where *every* band is (or alpha 0, or masked)
+                valid = src.dataset_mask(window=window) > 0
             else:
                 valid = np.ones(data.shape[1:], dtype=bool)
         except RasterioError as exc:

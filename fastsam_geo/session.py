@@ -9,6 +9,7 @@ tiles it touches, plus the neighbours needed to finish the objects it selects.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Sequence
@@ -22,9 +23,12 @@ from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
 from .errors import EmptyResultWarning, InputError, RasterError
-from .masks import intersect
-from .models import SegmentFn, load_segmenter, segmenter_key
+from .masks import intersect, suppress_duplicates
+from .merge import SeamMerger
+from .models import SegmentFn, check_segmenter, load_segmenter, segmenter_key
+from .options import Options
 from .pipeline import RunStats, VectorOptions, iter_objects, segment_tile, staged
+from .progress import as_callback
 from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_objects, union
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
@@ -32,6 +36,9 @@ from .types import Instances, MergedObject, ProgressCallback
 from .vectorize import object_geometry, objects_to_records
 
 COLUMNS = {"score": "float32", "area_m2": "float64"}
+CACHE_FORMAT = 2
+"""Bumped when what a tile's cached instances mean changes (2: nodata as GDAL's dataset mask,
+per-tile nodata pixels kept)."""
 PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
                   "area_m2": "float64"}
 
@@ -48,34 +55,35 @@ def single_call_cache(cache: str | os.PathLike | bool | None, prompting: bool):
 class SegmentedRaster:
     """A georeferenced raster plus its (cached) FastSAM segmentation.
 
-    Parameters are those of :func:`fastsam_geo.segment_raster`. ``cache``: ``None`` (in
-    memory, for the life of this object, at most :data:`~fastsam_geo.cache.DEFAULT_MEMORY_BYTES`
-    of masks, least recently used first out), ``False`` (keep nothing: one-shot runs),
-    ``"auto"`` (the user cache folder, :func:`~fastsam_geo.cache.default_cache_dir`) or a
-    folder. On-disk caches are keyed by raster content, model and parameters, so a changed
-    file or model never returns stale masks. ``engine`` are extra FastSAM settings (conf, iou, imgsz, batch_size).
+    ``segmenter`` is what :func:`fastsam_geo.segment_raster` takes; ``options`` an
+    :class:`~fastsam_geo.options.Options`, or its fields as keywords (``tile_size=512,
+    conf=0.3``), validated here, before the raster is read or a model loaded. The model loads
+    on first use, never when every needed tile is cached. ``cache``: ``None`` (in memory, for
+    the life of this object, at most :data:`~fastsam_geo.cache.DEFAULT_MEMORY_BYTES` of masks,
+    least recently used first out), ``False`` (keep nothing: one-shot runs), ``"auto"`` (the
+    user cache folder, :func:`~fastsam_geo.cache.default_cache_dir`) or a folder. On-disk
+    caches are keyed by raster content, model and every option that changes a tile's masks,
+    so a changed file, model or option never returns stale masks.
     """
 
-    def __init__(self, path: str | os.PathLike, *, segmenter: object = None, tile_size: int = 1024,
-                 overlap: int = 128, bands: Sequence[int] | None = None, stretch: str = "auto",
-                 device: str = "auto", min_area: int = 16, simplify: float = 0.0,
-                 cache: str | os.PathLike | bool | None = None, batch_size: int | None = None,
-                 text_embedder: object = None, engine: dict | None = None):
+    def __init__(self, path: str | os.PathLike, *, segmenter: object = None, options: Options | None = None,
+                 cache: str | os.PathLike | bool | None = None, text_embedder: object = None, **kwargs):
+        self.options = Options.of(options, **kwargs)
         self.path = os.fspath(path)
         self.info = read_info(self.path)
-        self.grid = plan_tiles(self.info.width, self.info.height, tile_size, overlap, self.info.transform)
-        self.reader = TileReader(self.path, bands, stretch=stretch)
-        self.options = VectorOptions(min_area=min_area, simplify=simplify)
-        self.device = device
-        self.batch_size = batch_size
-        self._engine = dict(engine or {})
+        opts = self.options
+        self.grid = plan_tiles(self.info.width, self.info.height, opts.tile_size, opts.overlap, self.info.transform)
+        self.reader = TileReader(self.path, opts.bands, stretch=opts.stretch)
+        self.vector = VectorOptions(min_area=opts.min_area, simplify=opts.simplify)
         self._spec = segmenter
+        check_segmenter(segmenter)  # missing weights: one clear error now, not after the first tile
         self._seg: SegmentFn | None = segmenter if callable(segmenter) and not isinstance(segmenter, str) \
             else None
         self._text_spec = text_embedder
         self._embedder = None
         self.store = self._open_store(cache)
-        self._objects_all: tuple[int, list[MergedObject]] | None = None
+        self._all: list[MergedObject] | None = None  # every object, once all tiles were segmented
+        self._all_emb: dict[str, np.ndarray] = {}  # their embeddings, per text embedder
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -83,22 +91,29 @@ class SegmentedRaster:
     def segmenter(self) -> SegmentFn:
         """The segmenter, loaded on first use (never when every needed tile is cached)."""
         if self._seg is None:
-            self._seg = load_segmenter(self._spec, device=self.device, **self._engine)
+            self._seg = load_segmenter(self._spec, self.options)
         return self._seg
 
     def segment(self, *, bbox: tuple[float, float, float, float] | None = None, bbox_crs: object = None,
-                progress: ProgressCallback | None = None, output: str | os.PathLike | None = None,
+                progress: bool | ProgressCallback | None = None, output: str | os.PathLike | None = None,
                 stats: RunStats | None = None) -> gpd.GeoDataFrame:
-        """Every object (in ``bbox`` if given), as polygons in the raster's CRS."""
+        """Every object (in ``bbox`` if given), as polygons in the raster's CRS.
+
+        ``progress``: ``True`` for a progress bar, or a callback (see :mod:`fastsam_geo.progress`).
+        """
         if output is not None:
             io.check_output(output)
         geoms: list = []
         cols: dict[str, list] = {c: [] for c in COLUMNS}
-        with self.reader:
-            for g, values in self._batches(bbox, bbox_crs, progress, stats):
-                geoms.extend(g)
-                for c in cols:
-                    cols[c].append(values[c])
+        callback, close = as_callback(progress)
+        try:
+            with self.reader, contextlib.closing(self._batches(bbox, bbox_crs, callback, stats)) as batches:
+                for g, values in batches:
+                    geoms.extend(g)
+                    for c in cols:
+                        cols[c].append(values[c])
+        finally:
+            close()
         if geoms:
             crs = self.info.crs
             gdf = gpd.GeoDataFrame({c: np.concatenate(v).astype(COLUMNS[c]) for c, v in cols.items()},
@@ -112,14 +127,18 @@ class SegmentedRaster:
         return gdf
 
     def segment_to_file(self, output: str | os.PathLike, *, bbox: tuple[float, float, float, float] | None = None,
-                        bbox_crs: object = None, progress: ProgressCallback | None = None,
+                        bbox_crs: object = None, progress: bool | ProgressCallback | None = None,
                         stats: RunStats | None = None) -> int:
         """Like :meth:`segment`, but polygons stream to ``output`` as tiles finish (nothing held
         in memory beyond a batch); returns how many were written. For rasters whose result
         would not fit in memory, and what the CLI uses."""
         io.check_output(output)
-        with self.reader:
-            n = io.write_stream(self._batches(bbox, bbox_crs, progress, stats), output, self.info.crs, COLUMNS)
+        callback, close = as_callback(progress)
+        try:
+            with self.reader, contextlib.closing(self._batches(bbox, bbox_crs, callback, stats)) as batches:
+                n = io.write_stream(batches, output, self.info.crs, COLUMNS)
+        finally:
+            close()
         if n == 0:
             warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
                           EmptyResultWarning, stacklevel=2)
@@ -133,7 +152,7 @@ class SegmentedRaster:
         if bbox is not None:
             tiles, area, pix = self._bbox(bbox, bbox_crs)
             regions = [pix]
-        crs, transform, opts = self.info.crs, self.info.transform, self.options
+        crs, transform, opts = self.info.crs, self.info.transform, self.vector
 
         def vectorise(objects):  # runs in the pipeline's post thread
             geoms, scores = objects_to_records(objects, transform, min_component=opts.min_component,
@@ -146,14 +165,12 @@ class SegmentedRaster:
             arr = np.asarray(geoms, dtype=object)
             return geoms, {"score": np.asarray(scores, np.float32), "area_m2": geodesic_areas(arr, crs)}
 
-        yield from iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
-                                min_area=opts.min_area, progress=progress, stats=stats, tiles=tiles,
-                                regions=regions, store=self.store, finish=vectorise)
+        yield from self._iter(progress, stats, tiles, regions, vectorise)
         if stats.tiles and stats.tiles_skipped == stats.tiles:  # before any output file is renamed
             raise RasterError(f"{self.path}: every pixel {'in the bbox ' if area else ''}is nodata or "
                               "masked; nothing to segment")
 
-    def prompt(self, prompts: Sequence[Prompt], *, progress: ProgressCallback | None = None,
+    def prompt(self, prompts: Sequence[Prompt], *, progress: bool | ProgressCallback | None = None,
                output: str | os.PathLike | None = None, stats: RunStats | None = None) -> gpd.GeoDataFrame:
         """The objects the prompts select: one row per prompt object, in prompt order.
 
@@ -166,22 +183,26 @@ class SegmentedRaster:
         stats = stats if stats is not None else RunStats()
         pobjs, background = to_pixel_objects(list(prompts), self.info.crs, self.info.transform,
                                              self.info.width, self.info.height)
+        texts = [p for p in pobjs if p.kind == "text"]
+        embed = self._text_embedder() if texts else None  # no CLIP: fail before any tile is segmented
         spatial = [p for p in pobjs if p.kind != "text"]
         rows: dict[int, list[tuple[MergedObject | None, float]]] = {}
-        if spatial:
-            regions = [p.pixel_box() for p in spatial]
-            objects = self._objects(regions, progress, stats)
-            for p in spatial:
-                rows[p.prompt_id] = [self._select(p, objects, background)]
-        texts = [p for p in pobjs if p.kind == "text"]
-        if texts:
-            from .text import rank_objects
+        callback, close = as_callback(progress)
+        try:
+            if spatial:
+                regions = [p.pixel_box() for p in spatial]
+                objects = self._objects(regions, callback, stats)
+                for p in spatial:
+                    rows[p.prompt_id] = [self._select(p, objects, background)]
+            if texts:
+                from .text import rank_objects
 
-            objects = self._all_objects(progress, stats)
-            embed = self._text_embedder()
-            obj_emb = self._object_embeddings(objects, embed)
-            for p in texts:
-                rows[p.prompt_id] = rank_objects(objects, obj_emb, embed.embed_texts([p.text])[0], p.top_k)
+                objects = self._all_objects(callback, stats)
+                obj_emb = self._object_embeddings(objects, embed)
+                for p in texts:
+                    rows[p.prompt_id] = rank_objects(objects, obj_emb, embed.embed_texts([p.text])[0], p.top_k)
+        finally:
+            close()
         gdf = self._prompt_frame(pobjs, rows)
         missing = gdf.loc[~gdf.found, "prompt_id"].tolist()
         if missing:
@@ -198,24 +219,31 @@ class SegmentedRaster:
             return MemoryStore(max_bytes=0)
         if cache is None:
             return MemoryStore()
-        key = segmenter_key(self._spec, **self._engine)
+        key = segmenter_key(self._spec, self.options)
         if key is None:
             warnings.warn("this segmenter has no cache_key: results are cached in memory only",
                           stacklevel=3)
             return MemoryStore()
         root = default_cache_dir() if str(cache) == "auto" else Path(cache)
-        run = dict(model=key, tile_size=self.grid.tile_size, overlap=self.grid.overlap,
-                   bands=list(self.reader.bands), stretch=[self.reader.stretch.lo, self.reader.stretch.hi],
-                   min_area=self.options.min_area)
+        run = dict(self.options.result_key(), model=key, bands=list(self.reader.bands),
+                   stretch=[self.reader.stretch.lo, self.reader.stretch.hi], format=CACHE_FORMAT)
         return DiskStore(root, self.path, run)
 
     def _lazy(self) -> _LazySegmenter:
         return _LazySegmenter(self)
 
     def _batch(self) -> int:
-        if self.batch_size:
-            return self.batch_size
+        if self.options.batch_size:
+            return self.options.batch_size
         return getattr(self._seg, "batch_size", None) or 4 if self._seg is not None else 4
+
+    def _iter(self, progress, stats, tiles, regions, finish=None):
+        """:func:`~fastsam_geo.pipeline.iter_objects` with this session's reader, store and options."""
+        opts = self.options
+        merger = SeamMerger(self.grid, prefer=opts.prefer, nested=not opts.dedup)
+        return iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(), min_area=opts.min_area,
+                            progress=progress, stats=stats, tiles=tiles, regions=regions, store=self.store,
+                            finish=finish, merger=merger, dedup=opts.dedup)
 
     def _bbox(self, bbox, bbox_crs):
         src_crs = self.info.crs if bbox_crs is None else parse_crs(bbox_crs)
@@ -235,21 +263,18 @@ class SegmentedRaster:
         # the tiles owning the regions' pixels; neighbours join only to finish objects that cross
         tiles = {self.grid.index(t): t for r in regions for t in self.grid.owning(r)}
         out: list[MergedObject] = []
-        with self.reader:
-            for objects in iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(),
-                                        min_area=self.options.min_area, progress=progress, stats=stats,
-                                        tiles=[tiles[k] for k in sorted(tiles)], regions=regions,
-                                        store=self.store):
+        batches = self._iter(progress, stats, [tiles[k] for k in sorted(tiles)], regions)
+        with self.reader, contextlib.closing(batches):
+            for objects in batches:
                 out.extend(o for o in objects if any(intersect(o.box, r) for r in regions))
         return out
 
     def _all_objects(self, progress, stats) -> list[MergedObject]:
-        """Every object of the raster, memoised until new tiles are segmented."""
-        n = len(self.store)
-        if self._objects_all is None or self._objects_all[0] != n or n < len(self.grid):
-            objs = self._objects([(0, 0, self.info.width, self.info.height)], progress, stats)
-            self._objects_all = (len(self.store), objs)
-        return self._objects_all[1]
+        """Every object of the raster, segmented once per session (a tile evicted from a bounded
+        store later does not change them: same model, same pixels, same options)."""
+        if self._all is None:
+            self._all = self._objects([(0, 0, self.info.width, self.info.height)], progress, stats)
+        return self._all
 
     @staticmethod
     def _select(p: PromptObject, objects: list[MergedObject], background: np.ndarray):
@@ -270,23 +295,31 @@ class SegmentedRaster:
         if self._embedder is None:
             from .text import load_embedder
 
-            self._embedder = load_embedder(self._text_spec, device=self.device)
+            self._embedder = load_embedder(self._text_spec, device=self.options.device)
         return self._embedder
 
     def _object_embeddings(self, objects: list[MergedObject], embed) -> np.ndarray:
+        """Embeddings of every object (memoised per embedder with the objects they belong to)."""
         from .text import object_embeddings
 
+        if objects is self._all and embed.key in self._all_emb:
+            return self._all_emb[embed.key]
         with self.reader:
-            return object_embeddings(objects, embed, self.store, self.reader, self.grid, self._tile_instances)
+            emb = object_embeddings(objects, embed, self.store, self.reader, self.grid, self._tile_instances,
+                                    key=f"{embed.key}-dedup{int(self.options.dedup)}")
+        if objects is self._all:
+            self._all_emb[embed.key] = emb
+        return emb
 
     def _tile_instances(self, ti: int) -> Instances:
-        """One tile's instances: from the store, else segmented again (evicted from a bounded
-        memory store; the same model on the same pixels gives the same instances)."""
+        """One tile's instances as the merger saw them (object sources index them): from the
+        store, else segmented again (evicted from a bounded memory store; the same model on the
+        same pixels gives the same instances)."""
         inst = self.store.get(ti)
         if inst is None:
             inst = segment_tile(self.reader, self.grid.tiles[ti], self.segmenter, self.options.min_area)
             self.store.put(ti, inst)
-        return inst
+        return suppress_duplicates(inst) if self.options.dedup else inst
 
     def _prompt_frame(self, pobjs: list[PromptObject], rows) -> gpd.GeoDataFrame:
         recs = []
@@ -294,8 +327,8 @@ class SegmentedRaster:
             for obj, score in rows.get(p.prompt_id, [(None, float("nan"))]):
                 geom = None
                 if obj is not None:
-                    geom = object_geometry(obj, self.info.transform, min_component=self.options.min_component,
-                                           min_hole=self.options.min_hole, simplify=self.options.simplify)
+                    geom = object_geometry(obj, self.info.transform, min_component=self.vector.min_component,
+                                           min_hole=self.vector.min_hole, simplify=self.vector.simplify)
                 recs.append((p.prompt_id, p.kind, geom is not None, score, geom))
         if not recs:
             return io.empty_frame(self.info.crs, PROMPT_COLUMNS)

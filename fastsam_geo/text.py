@@ -50,22 +50,25 @@ def tile_embeddings(image: np.ndarray, inst: Instances, embed) -> np.ndarray:
 
 
 def object_embeddings(objects: Sequence[MergedObject], embed, store, reader, grid,
-                      instances: Callable[[int], Instances] | None = None) -> np.ndarray:
+                      instances: Callable[[int], Instances] | None = None, key: str | None = None) -> np.ndarray:
     """Embeddings ``(N, D)`` of merged objects, computing (and storing) missing tiles' ones.
 
-    ``instances(tile_index)`` gives a tile's instances when the store no longer holds them
-    (a memory store bounded in size); default ``store.get``.
+    ``instances(tile_index)`` gives a tile's instances as the merger saw them (the objects'
+    sources index them), also when the store no longer holds them; default ``store.get``.
+    ``key`` names the stored embeddings (default ``embed.key``; it must change whenever the
+    instances handed to the merger would, e.g. with duplicate suppression).
     """
     instances = instances or store.get
+    key = key or embed.key
     needed = {max(o.sources, key=lambda s: s[2])[0] for o in objects if o.sources}
     cache: dict[int, np.ndarray] = {}
     for ti in sorted(needed):
-        emb = store.get_embeddings(ti, embed.key)
+        emb = store.get_embeddings(ti, key)
         if emb is None:
             tile = grid.tiles[ti]
             image, _ = reader.read(tile)
             emb = tile_embeddings(image, instances(ti), embed)
-            store.put_embeddings(ti, embed.key, emb)
+            store.put_embeddings(ti, key, emb)
         cache[ti] = emb
     rows = []
     dim = max((e.shape[1] for e in cache.values() if e.size), default=1)

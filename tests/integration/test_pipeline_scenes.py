@@ -9,6 +9,7 @@ import dataclasses
 import numpy as np
 import pytest
 import rasterio
+import shapely
 
 from conftest import match_truth
 from fastsam_geo import EmptyResultWarning, segment_raster
@@ -243,3 +244,78 @@ def test_a_failing_segmenter_raises_instead_of_hanging(tmp_path):
     with pytest.raises(RuntimeError, match="device-side assert"):
         segment_raster(path, segmenter=broken, tile_size=TILE, overlap=OVERLAP, batch_size=2, output=out)
     assert not out.exists()
+
+
+class Doubling(ColourSegmenter):
+    """True masks, plus each building again shifted a pixel at a lower score, plus its top-left
+    quarter: the duplicates and nested parts a box NMS lets through."""
+
+    def __call__(self, images):
+        from fastsam_geo.types import Instances
+        out = []
+        for inst in super().__call__(images):
+            boxes, crops, scores = list(inst.boxes), list(inst.crops), list(inst.scores)
+            h = inst.shape[0]
+            for (x0, y0, x1, y1), c, s in zip(inst.boxes.tolist(), inst.crops, inst.scores.tolist()):
+                if y1 < h:  # the same roof, a pixel lower
+                    boxes.append((x0, y0 + 1, x1, y1 + 1))
+                    crops.append(c)
+                    scores.append(s * 0.9)
+                qh, qw = max(1, (y1 - y0) // 2), max(1, (x1 - x0) // 2)
+                if c[:qh, :qw].all():  # a part of it
+                    boxes.append((x0, y0, x0 + qw, y0 + qh))
+                    crops.append(c[:qh, :qw])
+                    scores.append(s * 0.8)
+            out.append(Instances(np.asarray(boxes, np.int32), np.asarray(scores, np.float32), tuple(crops),
+                                 inst.shape))
+        return out
+
+
+def overlapping_pairs(gdf, fraction=0.2):
+    geoms = list(gdf.geometry)
+    import shapely
+    tree = shapely.STRtree(geoms)
+    return [(i, j) for i, g in enumerate(geoms) for j in tree.query(g) if j > i
+            and g.intersection(geoms[j]).area > fraction * min(g.area, geoms[j].area)]
+
+
+def test_duplicate_and_nested_masks_are_suppressed_by_default(tmp_path):
+    scene = scene_for("utm", seed=6)
+    path = write_scene(scene, tmp_path / "scene.tif")
+    gdf = segment_raster(path, segmenter=Doubling(), tile_size=TILE, overlap=OVERLAP)
+    assert not overlapping_pairs(gdf)
+    assert_every_building_once(gdf, scene, min_iou=0.85)
+    kept = segment_raster(path, segmenter=Doubling(), tile_size=TILE, overlap=OVERLAP, dedup=False)
+    assert len(overlapping_pairs(kept)) > len(scene.footprints)  # what --no-dedup keeps
+
+
+def test_nodata_is_where_every_band_is_nodata_as_gdal_says(tmp_path):
+    """nodata = 0 on a 3-band raster: a dark pixel (0, 12, 30) is data, (0, 0, 0) is not."""
+    scene = make_scene(300, 200, seed=2, cell=60, **CRSS["utm"])
+    path = write_scene(scene, tmp_path / "dark.tif", nodata=0)
+    with rasterio.open(path, "r+") as ds:
+        data = ds.read()
+        data[:, 10:20, 10:20] = np.array([0, 12, 30], np.uint8)[:, None, None]  # dark shadow, one band 0
+        data[:, 30:40, 10:20] = 0  # true nodata
+        ds.write(data)
+        gdal = ds.dataset_mask()
+    with TileReader(path) as reader:
+        img, valid = reader.read(plan_tiles(300, 200, 1024, 0).tiles[0])
+    assert valid[10:20, 10:20].all() and (img[10:20, 10:20] == (0, 12, 30)).all()
+    assert not valid[30:40, 10:20].any()
+    assert (valid == (gdal > 0)).all()
+
+
+def test_a_small_nodata_hole_in_a_building_stays_a_hole(tmp_path):
+    scene = make_scene(300, 200, seed=3, cell=100, min_size=40, **CRSS["utm"])
+    x0, y0, x1, y1 = (int(v) for v in scene.footprints[0].bounds)
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    hole = (cx, cy, cx + 2, cy + 2)  # 4 px of nodata inside the first building
+    assert scene.footprints[0].contains(shapely.box(*hole))
+    path = write_scene(dataclasses.replace(scene, nodata=(hole,)), tmp_path / "hole.tif")
+    gdf = segment_raster(path, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP)
+    t = scene.transform
+    (hx0, hx1), (hy1, hy0) = zip(t @ (hole[0], hole[1]), t @ (hole[2], hole[3]))
+    nodata = shapely.box(hx0, hy0, hx1, hy1)
+    assert gdf.geometry.intersection(nodata).area.sum() == pytest.approx(0, abs=1e-9)
+    assert any(len(g.interiors) for g in gdf.geometry if g.geom_type == "Polygon")

@@ -144,7 +144,8 @@ def test_background_points_remove_masks(scene):
     rect = shapely.box(*big.bounds)
     notch = rect.difference(big).representative_point()
     inside = big.representative_point()
-    sr = SegmentedRaster(tif, segmenter=WithHulls(), tile_size=1024, overlap=OVERLAP)
+    # nested masks are FastSAM's everything mode: keep them (dedup=False)
+    sr = SegmentedRaster(tif, segmenter=WithHulls(), tile_size=1024, overlap=OVERLAP, dedup=False)
     both = sr.prompt([PointPrompt(inside.x, inside.y)]).geometry[0]
     assert both.symmetric_difference(rect).area < 1e-6  # union of the building and its rectangle
     grouped = sr.prompt([PointPrompt(inside.x, inside.y, group="a"), PointPrompt(notch.x, notch.y, label=0, group="a")])
