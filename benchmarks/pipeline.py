@@ -98,8 +98,11 @@ def main() -> None:
             write_scene(make_scene(size, size, seed=1, cell=146), tif, block=1024)
             print(f"wrote {tif.name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         out = args.workdir / f"out_{size}_{args.model}.gpkg"
+        # the child stands for the CLI, which owns its process and so tunes glibc's allocator
+        # (fastsam_geo.engine.release_freed_memory); the library alone would not
+        env = {"FASTSAM_GEO_MALLOC": "1", **os.environ, "PYTHONWARNINGS": "ignore"}
         r = subprocess.run([sys.executable, __file__, "--child", str(tif), str(out), args.model], capture_output=True,
-                           text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                           text=True, env=env)
         if r.returncode:
             sys.exit(r.stderr)
         rec = json.loads(r.stdout.strip().splitlines()[-1])

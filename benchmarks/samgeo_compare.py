@@ -72,7 +72,7 @@ def main() -> None:
 
         unfused, _ = load_checkpoint(str(seg.path), device="cpu", fuse=False)  # seg.model has BN fused away
         torch.save({k: v.float() for k, v in unfused.state_dict().items()}, d / "sd.pt")
-        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "YOLO_OFFLINE": "1",
+        env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "YOLO_OFFLINE": "true",
                "TORCH_HOME": str(d)}
         (d / "hub" / "checkpoints").mkdir(parents=True)
         (d / "run.py").write_text(SAMGEO_RUN)

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "true")
 WORKDIR = Path("/tmp/fsg-bench")
 
 

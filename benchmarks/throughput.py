@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "true")
 
 
 def plain_ultralytics(tif: Path, weights: Path, out: Path, tile: int, overlap: int, device: str, conf: float,

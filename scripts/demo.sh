@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-YOLO_OFFLINE=1 .venv/bin/fastsam-geo demo -o "${1:-sample_buildings.gpkg}"
+YOLO_OFFLINE=true .venv/bin/fastsam-geo demo -o "${1:-sample_buildings.gpkg}"

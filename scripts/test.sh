@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export YOLO_OFFLINE=1
+export YOLO_OFFLINE=true
 .venv/bin/ruff check fastsam_geo tests benchmarks scripts
 .venv/bin/lint-imports
 .venv/bin/python -m pytest -n 2 -q "$@"

@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "true")
 
 import geopandas as gpd
 import pandas as pd

@@ -15,7 +15,7 @@ SHARED = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared"))
 
 # ultralytics probes the network and writes settings to ~/.config unless told otherwise;
 # set both before anything can import it.
-os.environ["YOLO_OFFLINE"] = "1"
+os.environ["YOLO_OFFLINE"] = "true"
 os.environ["HF_HUB_OFFLINE"] = "1"  # open_clip / huggingface_hub: never try the network
 os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fsg-yolo-")
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -8,9 +8,11 @@ or ``"MODEL:untrained"`` (random weights; tests and speed measurements).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +39,10 @@ class ClipEmbedder:
         pretrained = None if weights == "untrained" else weights
         if pretrained and Path(pretrained).expanduser().exists():
             pretrained = str(Path(pretrained).expanduser())
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.CRITICAL)  # open_clip logs its failed download attempts at ERROR
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
-                                                                         device=self.device)
+            with quiet_open_clip(os.path.dirname(open_clip.__file__)):
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
+                                                                             device=self.device)
         except RuntimeError as exc:
             if "download" in str(exc).lower() or "hub" in str(exc).lower():
                 raise WeightsNotFoundError(
@@ -51,8 +51,6 @@ class ClipEmbedder:
             raise ModelError(f"cannot load CLIP {spec}: {str(exc).splitlines()[0]}") from exc
         except Exception as exc:
             raise ModelError(f"cannot load CLIP {spec}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
-        finally:
-            root.setLevel(level)
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(name)
@@ -85,3 +83,35 @@ class ClipEmbedder:
     def _unit(t) -> np.ndarray:
         t = t.float()
         return (t / t.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float32)
+
+
+class _DropRecordsFrom(logging.Filter):
+    """Drops log records whose source file lies under ``package_dir``; passes every other."""
+
+    def __init__(self, package_dir: str):
+        super().__init__()
+        self.package_dir = os.path.join(os.path.normcase(os.path.abspath(package_dir)), "")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not os.path.normcase(record.pathname).startswith(self.package_dir)
+
+
+@contextlib.contextmanager
+def quiet_open_clip(package_dir: str) -> Iterator[None]:
+    """Inside the block, drop the records open_clip's own modules (the files under
+    ``package_dir``) log through the root logger; every other record, of any logger or
+    thread, passes as before.
+
+    open_clip logs its failed download attempts at ERROR with ``logging.error`` (the root
+    logger); the :class:`WeightsNotFoundError` that follows says the same in one line.
+    Raising the root logger's level instead would also hide the host's logs (QGIS's, other
+    threads') while CLIP loads. A filter on the root logger sees only records logged to it
+    directly, which is how open_clip logs, so named loggers are not even consulted.
+    """
+    root = logging.getLogger()
+    drop = _DropRecordsFrom(package_dir)
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)

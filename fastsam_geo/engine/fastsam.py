@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ModelError
 from ..masks import merge_overlapping
 from ..types import Instances
-from ._torch import _quiet_ultralytics, _torch, pick_device, release_freed_memory
+from ._torch import _quiet_ultralytics, _torch, pick_device, release_freed_memory, torch_threads
 from .weights import resolve_weights
 
 
@@ -60,7 +60,9 @@ class FastSAMSegmenter:
     conf, iou: confidence threshold and NMS IoU (FastSAM's defaults 0.4 / 0.9 when the
         checkpoint does not recommend its own).
     max_det: most masks kept per tile. ``batch_size``: tiles per forward pass
-        (``None``: from device memory on CUDA, 1 on CPU). ``threads``: torch CPU threads.
+        (``None``: from device memory on CUDA, 1 on CPU). ``threads``: torch CPU threads during
+        this segmenter's calls only (``None``: the process's own count, torch's default being
+        the physical cores); the host process's setting is restored after each call.
     tta: test-time augmentation: also run each tile flipped left-right and up-down, and keep
         the best of overlapping detections (3x the network time; finds objects one view misses).
     """
@@ -71,13 +73,15 @@ class FastSAMSegmenter:
                  half: bool | None = None, tta: bool = False, mask_margin: float | None = None,
                  mask_nms: float | None = None):
         self.path = resolve_weights(weights)
-        torch = _torch()
+        _torch()
         self.device = pick_device(device)
         from ultralytics.nn.tasks import load_checkpoint
 
         if self.device == "cpu":
-            torch.set_num_threads(threads or os.cpu_count() or 1)
-            release_freed_memory()
+            self.threads = threads  # applied per call (torch_threads): the count is process-wide
+            release_freed_memory()  # opt-in (FASTSAM_GEO_MALLOC=1): it tunes the host's allocator
+        else:
+            self.threads = None
         try:
             with _quiet_ultralytics():
                 model, ckpt = load_checkpoint(str(self.path), device=self.device, fuse=True)
@@ -87,8 +91,6 @@ class FastSAMSegmenter:
         if getattr(model, "task", None) != "segment" and not hasattr(model.model[-1], "proto"):
             raise ModelError(f"{self.path}: not a segmentation model (task={getattr(model, 'task', '?')}); "
                              "FastSAM needs a YOLOv8-seg checkpoint")
-        if self.device == "cpu":  # ultralytics resets threads on import/select_device
-            torch.set_num_threads(threads or os.cpu_count() or 1)
         meta = ckpt.get("fastsam_geo", {}) if isinstance(ckpt, dict) else {}
         train_args = ckpt.get("train_args", {}) if isinstance(ckpt, dict) else {}
         self.meta: dict[str, Any] = dict(meta)
@@ -111,8 +113,9 @@ class FastSAMSegmenter:
 
     def __call__(self, images: list[np.ndarray]) -> list[Instances]:
         out: list[Instances] = []
-        for i in range(0, len(images), self.batch_size):
-            out.extend(self.decode(self.infer(self.prepare(images[i:i + self.batch_size]))))
+        with torch_threads(self.threads):
+            for i in range(0, len(images), self.batch_size):
+                out.extend(self.decode(self.infer(self.prepare(images[i:i + self.batch_size]))))
         return out
 
     def __repr__(self) -> str:
@@ -134,7 +137,7 @@ class FastSAMSegmenter:
         """The network on a prepared batch (halved and retried on CUDA out-of-memory)."""
         torch = _torch()
         try:
-            with torch.inference_mode():
+            with torch_threads(self.threads), torch.inference_mode():
                 preds, protos = self.model(prepared.tensor)[0]
             return Raw(preds, protos, prepared.geo, prepared.shapes)
         except torch.cuda.OutOfMemoryError:
@@ -153,7 +156,7 @@ class FastSAMSegmenter:
     def decode(self, raw: Raw) -> list[Instances]:
         """Network output -> native-resolution :class:`Instances`, one per image."""
         torch = _torch()
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             out = [self._postprocess(raw.preds[i], raw.protos[i], raw.shapes[i], raw.geo[i])
                    for i in range(len(raw.shapes))]
         if not self.tta:
@@ -187,7 +190,7 @@ class FastSAMSegmenter:
     def forward(self, batch: Any) -> Any:
         """The bare network on a preprocessed ``(B, 3, S, S)`` tensor (for benchmarks)."""
         torch = _torch()
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             return self.model(batch)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[Any, list[tuple[float, float, float]]]:

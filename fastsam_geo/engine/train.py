@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
-from ._torch import _quiet_ultralytics, _torch, pick_device
+from ._torch import _quiet_ultralytics, _torch, pick_device, torch_threads
 from .weights import resolve_weights
 
 
@@ -62,9 +64,11 @@ def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base
     """Train a YOLOv8-seg model offline with ultralytics; return the best checkpoint's path.
 
     ``base``: an architecture yaml (``yolov8n-seg.yaml``: from scratch) or weights to fine-tune
-    (``FastSAM-s.pt``, a previous model). Nothing is downloaded: plots (which fetch a font)
-    and the AMP check (which fetches a model) are off. ``hyp`` are ultralytics train
-    arguments (augmentation, lr, ...).
+    (``FastSAM-s.pt``, a previous model). Nothing touches the network: plots and the AMP check
+    (which fetches a model) are off, and the rest of ultralytics' network calls are stubbed
+    for the duration (:func:`_offline`). torch's thread count, which ultralytics' trainer
+    resets, is given back to the process afterwards. ``hyp`` are ultralytics train arguments
+    (augmentation, lr, ...).
     """
     _torch()
     from ultralytics import YOLO
@@ -72,22 +76,61 @@ def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base
     if not str(base).endswith((".yaml", ".yml")):
         base = str(resolve_weights(base))
     dev = pick_device(device)
-    model = YOLO(base, task="segment")
     args = dict(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch,
                 device="cpu" if dev == "cpu" else dev.replace("cuda:", "").replace("cuda", "0"),
                 project=str(Path(workdir).resolve()), name="train", exist_ok=True, plots=False, amp=False,
                 seed=seed, deterministic=False, workers=workers, verbose=False, patience=patience or epochs,
                 single_cls=True)
     args.update(hyp)
-    try:
-        model.train(**args)
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ModelError(f"training failed: {first}") from exc
+    with _offline(), torch_threads():
+        model = YOLO(base, task="segment")
+        try:
+            model.train(**args)
+        except ModelError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelError(f"training failed: {first}") from exc
     best = Path(workdir) / "train" / "weights" / "best.pt"
     if not best.exists():
         best = Path(workdir) / "train" / "weights" / "last.pt"
     return best
+
+
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """Stub ultralytics' network calls on the training path, restoring them afterwards.
+
+    ``YOLO_OFFLINE`` only skips ultralytics' connectivity probe, and only when set before its
+    first import (a host such as QGIS may have imported it already). The trainer still looks
+    for a plotting font while checking the dataset (``check_font``: a HEAD request to GitHub
+    even with ``plots=False``), asks PyPI for updates and pip-installs missing requirements
+    when it believes it is online, and registers analytics, Platform and third-party logger
+    callbacks (ClearML, Comet, MLflow, ...) that upload. Each is replaced where it is looked
+    up; anything else that would download fails with a clear :class:`ModelError`.
+    """
+    from ultralytics.data import utils as data_utils
+    from ultralytics.utils import callbacks, checks, downloads, plotting
+
+    def no_font(*args: Any, **kwargs: Any) -> None:
+        return None  # plots are off; the font only ever labels plots
+
+    def no_download(url: object = "", *args: Any, **kwargs: Any) -> None:
+        raise ModelError(f"training tried to download {url}; fastsam-geo never downloads: put the file on disk")
+
+    stubs = [(data_utils, "check_font", no_font), (checks, "check_font", no_font), (plotting, "check_font", no_font),
+             (checks, "ONLINE", False),
+             (checks, "check_pip_update_available", lambda: False),
+             (callbacks, "add_integration_callbacks", lambda instance: None),
+             (downloads, "safe_download", no_download), (data_utils, "safe_download", no_download)]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in stubs]
+    try:
+        for obj, name, value in stubs:
+            setattr(obj, name, value)
+        yield
+    finally:
+        for obj, name, value in saved:
+            setattr(obj, name, value)
 
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, **meta: Any) -> Path:

@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 import geopandas as gpd
+import pyproj
 import pytest
+import rasterio
+import shapely
 
 from fastsam_geo import evaluate, segment_raster
 from fastsam_geo.engine import BUNDLED_PATH
@@ -30,12 +33,22 @@ def test_bundled_model_on_the_shipped_sample_keeps_its_f1():
     gdf = segment_raster(SAMPLE_IMAGE)  # no segmenter: the bundled default, offline
     r = evaluate(gdf, SAMPLE_LABELS, iou=0.5, ignore_partial=True)
     assert r.f1 >= MEASURED_SAMPLE_F1 - 0.05, (r.f1, MEASURED_SAMPLE_F1, r.as_dict())
-    assert gdf.crs == gpd.read_file(SAMPLE_IMAGE.with_name(SAMPLE_LABELS.name)).to_crs(gdf.crs).crs
+    # in the raster's own CRS (read independently, with rasterio), inside the raster...
+    with rasterio.open(SAMPLE_IMAGE) as ds:
+        raster_crs, (left, bottom, right, top) = pyproj.CRS.from_wkt(ds.crs.to_wkt()), ds.bounds
+    assert len(gdf) > 10 and gdf.crs == raster_crs, (len(gdf), str(gdf.crs))
+    minx, miny, maxx, maxy = gdf.total_bounds
+    eps = 1e-6 * (right - left)
+    assert left - eps <= minx < maxx <= right + eps and bottom - eps <= miny < maxy <= top + eps
+    # ...and on the labelled buildings (labels are EPSG:4326: a CRS mix-up cannot pass)
+    labels = gpd.read_file(SAMPLE_LABELS).to_crs(gdf.crs)
+    on_a_building = shapely.STRtree(labels.geometry.values).query(gdf.geometry.values, predicate="intersects")
+    assert len(set(on_a_building[0])) >= 0.9 * len(gdf), (len(set(on_a_building[0])), len(gdf))
 
 
 def test_demo_command_runs_offline(tmp_path):
     exe = Path(sys.executable).with_name("fastsam-geo")
-    env = {**os.environ, "YOLO_OFFLINE": "1", "HOME": str(tmp_path)}
+    env = {**os.environ, "YOLO_OFFLINE": "true", "HOME": str(tmp_path)}
     r = subprocess.run([str(exe), "demo", "-o", str(tmp_path / "b.gpkg")], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == 0, r.stderr

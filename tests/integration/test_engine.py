@@ -1,5 +1,7 @@
 """The real loading and inference path, on a FastSAM-s-architecture model with random weights."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -104,6 +106,74 @@ def test_pipeline_runs_on_the_real_engine(tmp_path, untrained_fastsam_s):
     assert 500000 <= minx and maxx <= 500000 + 400 * 0.3 + 1e-6
 
 
+@pytest.fixture
+def host_threads():
+    """torch's thread count set as a host might: unlike any default (cores, cpu_count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads((os.cpu_count() or 1) + 1)
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_threads_apply_during_calls_only(untrained_fastsam_s, rng, host_threads, extra):
+    """torch's thread count is process-wide (in QGIS, QGIS's): ``threads=`` holds only while
+    the segmenter runs, and without it the process's own count is used and left alone."""
+    host = host_threads
+    seg = FastSAMSegmenter(untrained_fastsam_s, device="cpu", max_det=5, threads=host + extra if extra else None)
+    assert torch.get_num_threads() == host
+    during, network = [], seg.model
+    seg.model = lambda x: (during.append(torch.get_num_threads()), network(x))[1]
+    img = rng.integers(0, 255, (256, 256, 3), np.uint8)
+    seg([img])
+    seg.decode(seg.infer(seg.prepare([img])))  # the pipeline's staged calls
+    assert during == [host + extra] * 2 and torch.get_num_threads() == host
+
+
+def test_overlapping_thread_scopes_give_the_host_its_count_back(host_threads):
+    """The pipeline runs the network and decoding on two threads, so scopes interleave: the
+    first one out must not restore while the other still runs, nor the last one restore a
+    count the first had set."""
+    from fastsam_geo.engine import torch_threads
+
+    network, decode = torch_threads(host_threads + 1), torch_threads(host_threads + 1)
+    network.__enter__()
+    decode.__enter__()
+    network.__exit__(None, None, None)
+    assert torch.get_num_threads() == host_threads + 1
+    decode.__exit__(None, None, None)
+    assert torch.get_num_threads() == host_threads
+
+
+def _frame(inst: Instances) -> np.ndarray:
+    """The instances pasted into full-tile masks ``(N, H, W)``, without the product's helpers."""
+    out = np.zeros((len(inst), *inst.shape), bool)
+    for k, ((x0, y0, x1, y1), crop) in enumerate(zip(inst.boxes.tolist(), inst.crops)):
+        out[k, y0:y1, x0:x1] = crop
+    return out
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_flip_mirrors_boxes_and_masks_back(axis):
+    from fastsam_geo.engine.fastsam import _flip
+
+    h, w = 10, 20  # not square, boxes and crops not symmetric: an identity or transposed flip fails
+    crop_a = np.zeros((3, 5), bool)
+    crop_a[0, :2] = crop_a[2, 4] = True
+    crop_b = np.tril(np.ones((4, 4), bool))
+    inst = Instances(np.array([[2, 1, 7, 4], [15, 6, 19, 10]], np.int32), np.array([0.9, 0.5], np.float32),
+                     (crop_a, crop_b), (h, w))
+    out = _flip(inst, axis)
+    if axis == 1:  # left-right: x0' = W - x1, x1' = W - x0
+        assert out.boxes.tolist() == [[13, 1, 18, 4], [1, 6, 5, 10]]
+    else:  # up-down: y0' = H - y1, y1' = H - y0
+        assert out.boxes.tolist() == [[2, 6, 7, 9], [15, 0, 19, 4]]
+    assert out.shape == (h, w) and out.scores.tolist() == inst.scores.tolist()
+    assert (_frame(out) == np.flip(_frame(inst), axis + 1)).all()  # every pixel mirrored
+    twice = _flip(out, axis)
+    assert (twice.boxes == inst.boxes).all() and all((a == b).all() for a, b in zip(twice.crops, inst.crops))
+
+
 def test_tta_maps_flipped_views_back(untrained_fastsam_s, rng):
     from fastsam_geo.engine.fastsam import _flip
     img = rng.integers(0, 255, (256, 200, 3), np.uint8)
@@ -111,13 +181,11 @@ def test_tta_maps_flipped_views_back(untrained_fastsam_s, rng):
     tta = FastSAMSegmenter(untrained_fastsam_s, device="cpu", conf=0.3, max_det=30, tta=True)
     a, b = plain([img])[0], tta([img])[0]
     assert b.shape == a.shape and len(b) >= len(a) * 0.5
-    # the left-right view's detections, flipped back, are the plain detections of the flipped image
+    # the left-right view's detections, flipped back, are the plain detections' mirror images
     flipped = plain([img[:, ::-1].copy()])[0]
     back = _flip(flipped, 1)
-    assert (_flip(back, 1).boxes == flipped.boxes).all()
-    k = 0
-    x0, _, x1, _ = back.boxes[k]
-    assert (back.crops[k] == flipped.crops[k][:, ::-1]).all() and x1 - x0 == back.crops[k].shape[1]
+    assert len(back) == len(flipped) > 0
+    assert (_frame(back) == _frame(flipped)[:, :, ::-1]).all()
 
 
 @pytest.mark.parametrize("scale,px,py", [(1.0, 0.0, 0.0), (0.5, 0.0, 64.0), (0.37, 12.0, 0.0)])

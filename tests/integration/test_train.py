@@ -1,11 +1,13 @@
 """`train` end to end on a tiny synthetic dataset: dataset, ultralytics training, model, card."""
 
 import json
+import re
 import time
 
 import geopandas as gpd
 import numpy as np
 import pytest
+import rasterio
 import shapely
 from click.testing import CliRunner
 
@@ -14,6 +16,7 @@ from fastsam_geo.cli import main
 from fastsam_geo.dataset import build_dataset, ring_with_holes
 from fastsam_geo.errors import InputError
 from fastsam_geo.synthetic import make_scene, write_scene
+from fastsam_geo.tiling import plan_tiles
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +43,33 @@ def test_dataset_is_spatially_split_and_reprojected(tiny, tmp_path):
     _, tif, labels, _ = tiny
     s = build_dataset([tif], labels, tmp_path / "ds", tile_size=128, overlap=32, val_fraction=0.25)
     assert s.train_tiles > 0 and s.val_tiles > 0 and s.train_polygons > 0
-    names = {p.stem for p in (tmp_path / "ds/images/val").iterdir()}
-    cols = {int(n.rsplit("_c", 1)[1]) for n in names}
-    assert min(cols) > 0  # validation is a band of columns at the right, not random tiles
-    train_cols = {int(p.stem.rsplit("_c", 1)[1]) for p in (tmp_path / "ds/images/train").iterdir()}
-    assert max(train_cols) < min(cols) - 1 or max(train_cols) < min(cols)  # no interleaving
+    with rasterio.open(tif) as ds:
+        grid = plan_tiles(ds.width, ds.height, 128, 32, ds.transform)
+        inv = ~ds.transform
+
+    def windows(split):
+        """The pixel windows of the tiles written to ``split``, from their ``_r{row}_c{col}`` names."""
+        rc = [re.search(r"_r(\d+)_c(\d+)$", p.stem).groups() for p in (tmp_path / "ds/images" / split).iterdir()]
+        return {(int(r), int(c)): grid.at(int(r), int(c)).box for r, c in rc}
+
+    train, val = windows("train"), windows("val")
+    assert len(train) == s.train_tiles and len(val) == s.val_tiles
+    # validation is the band of the last round(5 * 0.25) = 1 tile columns, at the right
+    assert grid.n_cols == 5 and {c for _, c in val} == {4}
+    # the dataset's own record of its validation area, back in pixels, is that band
+    [(_, (x0, y0, x1, y1))] = s.val_regions
+    (px0, py0), (px1, py1) = inv @ (x0, y1), inv @ (x1, y0)
+    band = shapely.box(*(round(v) for v in (px0, py0, px1, py1)))
+    assert band.bounds == (grid.at(0, 4).x, 0, 512, 384)
+
+    def shares_pixels(window):
+        return shapely.box(*window).intersection(band).area > 0
+
+    # the rule: a training tile sharing any pixel with the validation band is dropped (it
+    # would leak validation pixels into training); tiles that share none are kept
+    assert not any(shares_pixels(w) for w in train.values()), sorted(train)
+    overlapping = {t.col for t in grid if shares_pixels(t.box)}
+    assert overlapping == {3, 4} and {c for _, c in train} == {0, 1, 2}
     line = next((tmp_path / "ds/labels/train").glob("*.txt")).read_text().splitlines()[0].split()
     assert line[0] == "0" and all(0.0 <= float(v) <= 1.0 for v in line[1:])
 
@@ -81,3 +106,51 @@ def test_train_one_epoch_end_to_end_then_the_model_segments(tiny):
     assert seg.imgsz == 128 and seg.meta["tile_size"] == 128
     gdf = segment_raster(tif, segmenter=seg, tile_size=128, overlap=32)
     assert len(gdf) > 0 and gdf.crs.to_epsg() == 32633
+
+
+def test_training_is_offline_and_leaves_the_process_as_it_was(tiny, tmp_path, monkeypatch):
+    """`train` is offline: every connection attempt is recorded and refused, and none may happen.
+
+    ultralytics looks for a plotting font (``check_font``, a HEAD request to its assets) while
+    checking the dataset, even with ``plots=False``; ``train`` must not let it. Its trainer also
+    resets torch's process-wide thread count, which ``train`` must give back."""
+    import socket
+
+    import torch
+    from ultralytics.utils import checks, events
+
+    from fastsam_geo.training import train
+
+    # check_font caches its answer per process: forget one an earlier test left behind
+    getattr(checks.check_font, "__wrapped__", checks.check_font).cache_clear()
+    check_font = checks.check_font
+    # as in a host (QGIS) that imported ultralytics before YOLO_OFFLINE was set: it believes it
+    # is online (update check, auto-install) and sends usage analytics (pytest alone turns them off)
+    monkeypatch.setattr(checks, "ONLINE", True)
+    monkeypatch.setattr(events.events, "enabled", True)
+    attempts = []
+
+    def refuse(what):
+        def no_network(*args, **kwargs):
+            attempts.append((what, args))
+            raise OSError(f"network access during training: {what}{args}")
+        return no_network
+
+    for name in ("connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, refuse(f"socket.{name}"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    _, tif, labels, _ = tiny
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # the host's own choice, unlike ultralytics' cpu_count - 1
+    try:
+        # workers=0: the data loader runs in this process, where the guards are
+        res = train([tif], labels, tmp_path / "m.pt", epochs=1, imgsz=128, tile_size=128, overlap=32, batch=4,
+                    val_fraction=0.25, device="cpu", hyp={"workers": 0})
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    assert res.model.exists()
+    assert attempts == []
+    assert checks.check_font is check_font  # ultralytics is given back as it was
+    assert after == threads + 1
