@@ -143,7 +143,17 @@ def merge_overlapping(inst: Instances, iou: float, *, contain: float = 0.8) -> I
                      np.asarray([k[2] for k in kept], np.float32), tuple(k[1] for k in kept), inst.shape)
 
 
-def suppress_duplicates(inst: Instances, iou: float = 0.5, contain: float = 0.8) -> Instances:
+DEDUP_IOU = 0.5
+DEDUP_CONTAIN = 0.2
+"""Duplicate suppression: masks with IoU >= DEDUP_IOU, or sharing DEDUP_CONTAIN of the smaller,
+show one object (buildings do not overlap: a fifth of a roof covered by another mask is a
+duplicate or a nested part). Measured with the bundled model on the eight shared OpenAerialMap
+mosaics (benchmarks/seams_oam.py, within tiles and across them): F1@0.5 0.618 / 0.620 / 0.622 /
+0.622 for 0.8 / 0.5 / 0.3 / 0.2, output pairs overlapping by more than 20 % of the smaller
+19 / 13 / 7 / 0."""
+
+
+def suppress_duplicates(inst: Instances, iou: float = DEDUP_IOU, contain: float = DEDUP_CONTAIN) -> Instances:
     """One mask per object of one tile: mask-level NMS, by masks, not boxes.
 
     Highest score first, a mask is dropped when its IoU with a kept mask is at least ``iou``,

@@ -33,10 +33,17 @@ import math
 
 import numpy as np
 
-from .masks import Box, crop_window, intersect
+from .masks import DEDUP_CONTAIN, DEDUP_IOU, Box, crop_window, intersect
 from .tiling import TileGrid
 from .types import Instances, MergedObject, Part, Tile
 from .views import Relations, View, boxes_close, groups, grow, near, tight, union_box
+
+EDGE = 8
+"""A mask this close (px) to an inner tile edge is partial. Real masks of an object the tile
+edge cuts often stop short of it: YOLOv8-seg builds masks from 4-px prototype cells, and the
+bundled model's masks near inner edges on the OpenAerialMap mosaics pile up at 0-7 px from the
+edge (74 at 0 px, 6-8 per px up to 4 px, 2-3 per px at 5-7 px, then the ~1 per px of objects
+that really end there). Taking such a mask as whole kept the truncated view."""
 
 
 class SeamMerger:
@@ -50,20 +57,21 @@ class SeamMerger:
     ...     use(obj)
 
     ``match_iou``: IoU (within the pixels both tiles see) for joining partial views of one
-    object. ``edge``: a mask within this many px of an inner tile edge is partial.
+    object. ``edge``: a mask within this many px of an inner tile edge is partial (default
+    :data:`EDGE`).
     ``prefer``: which of several whole views of an object is kept, ``"edge"`` (farthest from
     its tile's inner edges, the one with most context) or ``"score"``. ``nested``: objects may
     lie inside others (FastSAM's everything mode: a roof and its parts); without it (buildings)
     any view lying inside a larger view of another tile is taken as a piece of that object.
     """
 
-    def __init__(self, grid: TileGrid, *, match_iou: float = 0.5, edge: int = 1, prefer: str = "edge",
+    def __init__(self, grid: TileGrid, *, match_iou: float = 0.5, edge: int | None = None, prefer: str = "edge",
                  nested: bool = False):
         if prefer not in ("edge", "score"):
             raise ValueError(f"prefer must be 'edge' or 'score', got {prefer!r}")
         self.grid = grid
         self.match_iou = match_iou
-        self.edge = edge
+        self.edge = EDGE if edge is None else edge
         self.prefer = prefer
         self.nested = nested
         self._views: dict[int, View] = {}
@@ -228,13 +236,17 @@ class SeamMerger:
                     join(i, j)
             return
         # what the resolution must weigh against each other: whole views of one object (or of a
-        # piece of it), and a partial view with a whole view of (a piece of) its object
-        for i, j in zip(*np.nonzero(box_inter >= 0.25 * np.minimum(aa[:, None], ba[None, :]))):
+        # piece of it); without nesting, any two views sharing DEDUP_CONTAIN of the smaller (the
+        # resolution keeps one: buildings do not overlap)
+        share = DEDUP_CONTAIN if not self.nested else None
+        for i, j in zip(*np.nonzero(box_inter >= 0.2 * np.minimum(aa[:, None], ba[None, :]))):
             va, vb = self._views[a[i][0]], self._views[b[j][0]]
-            if va.whole and vb.whole and count(i, j) >= 0.25 * min(va.area, vb.area):
+            small = min(va.area, vb.area)
+            if (va.whole and vb.whole and count(i, j) >= 0.25 * small) or \
+                    (share is not None and count(i, j) >= share * small):
                 self._union(a[i][0], b[j][0])
         # one-to-one, by IoU within the window; a thin object grown in one view and shrunk in the
-        # other (IoU 1/3 at 4 px wide) matches too: nearly all of the smaller inside the other,
+        # other (IoU 1/3 at 4 px wide) matches too: half of the smaller inside the other,
         # boxes within a few px. Only pairs whose areas or boxes allow a match are counted.
         bound = np.minimum(aa[:, None], ba[None, :]) / np.maximum(aa[:, None], ba[None, :])
         pairs = []
@@ -244,7 +256,7 @@ class SeamMerger:
                 continue
             n = count(i, j)
             iou = n / (aa[i] + ba[j] - n)
-            if iou >= self.match_iou or (close and n >= 0.8 * min(aa[i], ba[j])):
+            if iou >= self.match_iou or (close and n >= 0.5 * min(aa[i], ba[j])):
                 pairs.append((iou, i, j))
         partner_a: dict[int, int] = {}
         partner_b: dict[int, int] = {}
@@ -276,9 +288,9 @@ class SeamMerger:
         """Link partial views to whole views of the other tile that show their object: the
         partial view's pixels within 1 px of the whole view, in a window 1 px wider than the
         shared one (a one-row sliver of a roof grown in one tile can miss the roof shrunk in the
-        other, just outside the shared window). A whole view much smaller than the partial view's
-        part there is not linked: a small object inside a large one seen in part (everything
-        mode) must not chain rows of tiles into one component."""
+        other, just outside the shared window). With ``nested`` objects, a whole view much smaller
+        than the partial view's part there is not linked: a small object inside a large one seen
+        in part (everything mode) must not chain rows of tiles into one component."""
         wide = grow(win, 1)
         a = self._in_window(new, intersect(wide, tile.box), 0, 0)
         b = self._in_window(old, intersect(wide, other.box), 0, 0)
@@ -287,7 +299,8 @@ class SeamMerger:
             if va.whole == vb.whole or not intersect(grow(abox, 1), bbox):
                 continue
             (w, wid), (p, pid, pn) = ((va, va_id), (vb, vb_id, bn)) if va.whole else ((vb, vb_id), (va, va_id, an))
-            if w.area >= 0.25 * pn and near(w.box, self._crop(wid), p.box, self._crop(pid)) >= 0.25 * min(w.area, pn):
+            if (not self.nested or w.area >= 0.25 * pn) and \
+                    near(w.box, self._crop(wid), p.box, self._crop(pid)) >= 0.25 * min(w.area, pn):
                 self._union(va_id, vb_id)
 
     def _union_iou(self, c: int, others: list[int], win: Box) -> float:
@@ -395,10 +408,9 @@ class SeamMerger:
         rest = [v for v in ids if not views[v].whole and not seen.covered(v, kept)]
         survive = set(rest)  # a piece of an object only seen in part gives way to those parts
         kept = [v for v in kept if not any(c in survive for c in within[v])]
-        for v in kept:
-            out.append(self._object([v], views, crops))
-        for group in groups(rest, links):
-            out.append(self._object(group, views, crops))
+        objs = [self._object([v], views, crops) for v in kept] + \
+            [self._object(group, views, crops) for group in groups(rest, links)]
+        out.extend(objs if self.nested or len(objs) < 2 else suppress_overlaps(objs))
 
     def _object(self, ids: list[int], views: dict[int, View], crops: dict[int, np.ndarray]) -> MergedObject:
         """One object from views ``ids``: one view, or the union of several partial views."""
@@ -445,3 +457,25 @@ def _match_windows(a: Tile, b: Tile) -> tuple[Box, Box] | None:
         if ay0 == by1:
             return (x0, ay0, x1, ay0 + 1), (x0, by1 - 1, x1, by1)
     return None
+
+
+def suppress_overlaps(objs: list[MergedObject], iou: float = DEDUP_IOU,
+                      contain: float = DEDUP_CONTAIN) -> list[MergedObject]:
+    """:func:`~fastsam_geo.masks.suppress_duplicates` across tiles: of the objects one component
+    resolved to, those overlapping a better-scoring one by IoU >= ``iou`` or by ``contain`` of
+    the smaller are dropped (two tiles that drew one roof differently enough that neither is
+    the same object nor a piece of the other)."""
+    kept: list[MergedObject] = []
+    for o in sorted(objs, key=lambda o: -o.score):
+        dup = False
+        for k in kept:
+            ib = intersect(o.box, k.box)
+            if ib is None:
+                continue
+            inter = int(np.count_nonzero(o.window_mask(ib) & k.window_mask(ib)))
+            if inter >= iou * (o.area + k.area - inter) or inter >= contain * min(o.area, k.area):
+                dup = True
+                break
+        if not dup:
+            kept.append(o)
+    return kept

@@ -140,8 +140,8 @@ class Relations:
         n, cbox = self.inside_tile(c, vv.tile)
         if cbox is None or not within(vv.box, cbox, tolerance(vv.box, cbox)) or boxes_close(vv.box, cbox):
             return False
-        if (nested or not self.views[c].whole) and vv.area < 0.25 * n:
-            return False  # (never linked to such a partial view: see SeamMerger._link)
+        if nested and vv.area < 0.25 * n:
+            return False  # a small object in a large one (never linked to such a view: SeamMerger._link)
         return self.overlap(v, c) >= 0.25 * vv.area
 
     def covered(self, p: int, kept: list[int]) -> bool:

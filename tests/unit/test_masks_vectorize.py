@@ -231,11 +231,11 @@ def test_a_long_object_traced_part_by_part_is_the_one_its_mask_gives(h, w, densi
     dense = object_geometry(obj, t, min_component=mc, min_hole=mh)
     by_parts = object_geometry(obj, t, min_component=mc, min_hole=mh, dense_limit=0)
     assert by_parts.is_valid and dense.is_valid
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=4)
+    stats = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=4)[2]
     areas = stats[1:, cv2.CC_STAT_AREA]
     crumbs = int(areas[areas < max(mc, 0.05 * areas.max())].sum())
     holes = ~mask
-    hn, hlab, hstats, _ = cv2.connectedComponentsWithStats(np.pad(holes, 1).view(np.uint8), connectivity=8)
+    hstats = cv2.connectedComponentsWithStats(np.pad(holes, 1).view(np.uint8), connectivity=8)[2]
     small_holes = int(sum(a for a in hstats[2:, cv2.CC_STAT_AREA] if a < max(mh, 0.01 * mask.sum())))
     diff = dense.symmetric_difference(by_parts).area / 0.25  # in pixels
     assert diff <= crumbs + small_holes + 1e-6

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastsam_geo.masks import to_instances
-from fastsam_geo.merge import SeamMerger
+from fastsam_geo.merge import EDGE, SeamMerger
 from fastsam_geo.tiling import plan_tiles
 from fastsam_geo.types import Instances, MaskSet
 
@@ -175,19 +175,19 @@ def test_adding_a_tile_twice_is_an_error():
 
 # -- views that disagree between tiles, as a real network's do --------------------------------
 
-EDGE = 1  # the merger's default: a mask within 1 px of an inner tile edge is partial
 
 
 @st.composite
 def scenes(draw):
-    """Label images of objects at least 4 px a side, 1 px apart, some with courtyards, some
+    """Label images of objects at least 6 px a side (a 1 px jitter can make a thinner one three
+    times as thick in one view as in another), 1 px apart, some with courtyards, some
     straddling seams and corners by construction, one often larger than a tile."""
     h = draw(st.integers(60, 280))
     w = draw(st.integers(60, 280))
     labels = np.zeros((h, w), np.int32)
     k = 0
     for _ in range(draw(st.integers(1, 16))):
-        bw, bh = draw(st.integers(4, max(4, w - 2))), draw(st.integers(4, max(4, h - 2)))
+        bw, bh = draw(st.integers(6, max(6, w - 2))), draw(st.integers(6, max(6, h - 2)))
         bw, bh = min(bw, w), min(bh, h)
         x, y = draw(st.integers(0, w - bw)), draw(st.integers(0, h - bh))
         if (labels[max(0, y - 1):y + bh + 1, max(0, x - 1):x + bw + 1] != 0).any():
@@ -199,14 +199,14 @@ def scenes(draw):
     return labels
 
 
-def perturbed_merge(labels, tile, overlap, seed, **kw):
+def perturbed_merge(labels, tile, overlap, seed, nested=False, **kw):
     """Merge tiles whose views are perturbed (seeded per tile); return the objects and, per
     label, its views: (tile, what, [(box, crop, whole)])."""
     from fastsam_geo.synthetic import perturb_instances
 
     h, w = labels.shape
     grid = plan_tiles(w, h, tile, overlap)
-    merger = SeamMerger(grid)
+    merger = SeamMerger(grid, nested=nested)
     views: dict[int, list] = {}
     objs = []
     for t in grid:
@@ -239,8 +239,10 @@ def iou(a, b):
     return np.count_nonzero(a & b) / u if u else 0.0
 
 
-def check_disagreeing_views(labels, tile, overlap, seed):
-    objs, views = perturbed_merge(labels, tile, overlap, seed)
+def check_disagreeing_views(labels, tile, overlap, seed, nested=False):
+    """The rules below; with ``nested`` (objects may lie in others: no duplicate suppression
+    across tiles) all but 'no duplicates'."""
+    objs, views = perturbed_merge(labels, tile, overlap, seed, nested)
     shape = labels.shape
     out = [o.window_mask((0, 0, shape[1], shape[0])) for o in objs]
     truth = {k: labels == k for k in views}
@@ -257,6 +259,8 @@ def check_disagreeing_views(labels, tile, overlap, seed):
             # no tile saw it whole (larger than a tile, or across a seam): joined from its views
             assert len(hits) == 1, f"object {k} seen only in parts comes out {len(hits)} times"
             assert iou(hits[0], t) >= 0.7, (k, iou(hits[0], t))
+    if nested:
+        return
     # no duplicates: no two objects share half of the smaller
     areas = [np.count_nonzero(m) for m in out]
     for i in range(len(out)):
@@ -271,7 +275,7 @@ def test_a_view_that_sees_an_object_whole_wins(labels, tile, data, seed):
     object some tile saw whole and unsplit comes out once, at least as well as its worst such
     view, never fused; objects no tile saw whole come out once and whole."""
     overlap = data.draw(st.sampled_from([tile // 4, tile // 2, 16, 24]))
-    check_disagreeing_views(labels, tile, overlap, seed)
+    check_disagreeing_views(labels, tile, overlap, seed, nested=data.draw(st.booleans()))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -282,36 +286,62 @@ def test_disagreeing_views_with_zero_overlap(labels, tile, seed):
 
 @pytest.mark.parametrize("owner_view", ["shrunk", "split", "missed", "grown"])
 def test_the_tile_that_sees_a_building_whole_wins_over_the_core_owner(owner_view):
-    """Two tiles overlapping on columns 80..120 (core line at 100). A building at x 84..118
-    lies wholly in both windows; tile a sees it exactly (2 px from its edge), tile b (which owns
-    most of it) shrinks it, splits it, misses it or grows it. The result is one building, never
-    cut at the core line: b's view when it is whole and unsplit (it is farther from an edge),
-    else a's."""
-    grid = plan_tiles(200, 100, 120, 40)
+    """Two tiles overlapping on columns 100..200 (core line at 150). A building at x 130..190
+    lies wholly in both windows; tile a sees it exactly (10 px from its edge), tile b (which owns
+    most of it, 30 px from its edge) shrinks it, splits it, misses it or grows it. The result is
+    one building, never cut at the core line: b's view when it is whole and unsplit (it is
+    farther from an edge), else a's."""
+    grid = plan_tiles(300, 100, 200, 100)
     a, b = grid.tiles
-    truth = np.zeros((100, 200), bool)
-    truth[30:70, 84:118] = True
-    va = truth[:, 0:120].copy()
+    truth = np.zeros((100, 300), bool)
+    truth[30:70, 130:190] = True
+    va = truth[:, 0:200].copy()
+    vb = np.zeros_like(truth)
     if owner_view == "shrunk":
-        vb = np.zeros_like(truth)
-        vb[31:69, 85:117] = True
-        views_b = [vb[:, 80:]]
+        vb[31:69, 131:189] = True
+        views_b = [vb[:, 100:]]
     elif owner_view == "grown":
-        vb = np.zeros_like(truth)
-        vb[29:71, 83:119] = True
-        views_b = [vb[:, 80:]]
+        vb[29:71, 129:191] = True
+        views_b = [vb[:, 100:]]
     elif owner_view == "split":
         left, right = truth.copy(), truth.copy()
-        left[:, 101:], right[:, :101] = False, False
-        views_b = [left[:, 80:], right[:, 80:]]
+        left[:, 161:], right[:, :161] = False, False
+        views_b = [left[:, 100:], right[:, 100:]]
     else:
         views_b = []
     merger = SeamMerger(grid)
     objs = merger.add(a, to_instances(MaskSet(va[None], [0.8]), va.shape))
-    mb = np.stack(views_b) if views_b else np.zeros((0, 100, 120), bool)
-    objs += merger.add(b, to_instances(MaskSet(mb, np.full(len(mb), 0.9)), (100, 120)))
+    mb = np.stack(views_b) if views_b else np.zeros((0, 100, 200), bool)
+    objs += merger.add(b, to_instances(MaskSet(mb, np.full(len(mb), 0.9)), (100, 200)))
     objs += merger.flush()
     assert len(objs) == 1
-    got = objs[0].window_mask((0, 0, 200, 100))
+    got = objs[0].window_mask((0, 0, 300, 100))
     expected = vb if owner_view in ("shrunk", "grown") else truth
     assert (got == expected).all()
+
+
+def test_a_mask_that_stops_short_of_the_tile_edge_is_partial():
+    """Real masks of an object cut by the tile edge often stop a few px short of it (4-px mask
+    prototypes): such a view is not whole. A building at x 90..150 across two tiles' shared
+    columns 100..120: a sees it up to its edge at 120 but its mask stops at 116, b sees it
+    from its edge at 100 but its mask starts at 104. Joined, it comes out once and whole."""
+    grid = plan_tiles(220, 60, 120, 20)
+    a, b = grid.tiles
+    va = np.zeros((60, 120), bool)
+    va[20:40, 90:116] = True
+    vb = np.zeros((60, 120), bool)
+    vb[20:40, 4:50] = True  # raster x 104..150
+    merger = SeamMerger(grid)
+    objs = merger.add(a, to_instances(MaskSet(va[None], [0.9]), va.shape))
+    objs += merger.add(b, to_instances(MaskSet(vb[None], [0.9]), vb.shape))
+    objs += merger.flush()
+    assert len(objs) == 1 and objs[0].box == (90, 20, 150, 40)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenes(), st.integers(32, 160), st.data(), st.integers(0, 2**16))
+def test_a_view_that_sees_an_object_whole_wins_many_examples(labels, tile, data, seed):
+    """The property above over 2,000 scenes and any overlap (run with -m slow)."""
+    overlap = data.draw(st.integers(0, tile - 8))
+    check_disagreeing_views(labels, tile, overlap, seed)
