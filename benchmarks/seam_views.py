@@ -13,6 +13,11 @@ from git, nothing installed). Printed, for each, measured in this run:
 * the merger's cost per tile (``add`` + ``flush``, median of ``--repeat`` runs) and the ratio.
 
     python benchmarks/seam_views.py [--size 3072] [--tile 512] [--overlap 64] [--old-rev 4bff2fd]
+    python benchmarks/seam_views.py --stress --old-rev 4bff2fd    # merge cost on FastSAM-s outputs
+
+``--stress`` times the mergers on what a FastSAM-s architecture with random weights returns for a
+2048² synthetic scene in 1024-px tiles (up to 300 large, ragged masks per tile: the everything-mode
+stress case), with and without duplicate suppression first.
 """
 
 from __future__ import annotations
@@ -155,6 +160,36 @@ def judge(objs, labels, tiles) -> dict:
     return counts
 
 
+def stress(old_rev: str | None, repeat: int) -> None:
+    from fastsam_geo.engine import FastSAMSegmenter, make_untrained_checkpoint
+    from fastsam_geo.masks import suppress_duplicates
+    from fastsam_geo.raster import TileReader
+    from fastsam_geo.synthetic import write_scene
+
+    d = Path(tempfile.mkdtemp())
+    scene = make_scene(2048, 2048, seed=1)
+    tif = write_scene(scene, d / "scene.tif")
+    seg = FastSAMSegmenter(make_untrained_checkpoint(d / "s.pt", arch="s"), device="cpu")
+    grid = plan_tiles(2048, 2048, 1024, 128)
+    with TileReader(tif) as reader:
+        raw = [(t, seg([reader.read(t)[0]])[0]) for t in grid]
+    cases = {"raw (nested)": [(t, i, None) for t, i in raw],
+             "after dedup": [(t, suppress_duplicates(i), None) for t, i in raw]}
+    mergers = {"current": SeamMerger}
+    if old_rev:
+        mergers[old_rev] = load_old_merger(old_rev)
+    for case, tiles in cases.items():
+        n = sum(len(i) for _, i, _ in tiles) / len(tiles)
+        times = {}
+        for name, cls in mergers.items():
+            kw = {"nested": case.startswith("raw")} if name == "current" else {}
+            times[name] = statistics.median(run(lambda g, cls=cls, kw=kw: cls(g, **kw), grid, tiles)[1]
+                                            for _ in range(repeat)) / len(tiles)
+        line = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in times.items())
+        ratio = f"; current / {old_rev}: {times['current'] / times[old_rev]:.2f}" if old_rev else ""
+        print(f"FastSAM-s random weights, {case}: {n:.0f} masks per tile; merge per tile: {line}{ratio}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=3072)
@@ -163,8 +198,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--old-rev", default=None, help="git revision whose merger to compare (e.g. 4bff2fd)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stress", action="store_true", help="time merging FastSAM-s (random weights) outputs")
     args = ap.parse_args()
     cv2.setNumThreads(1)
+    if args.stress:
+        stress(args.old_rev, args.repeat)
+        return
     mergers = {"current": SeamMerger}
     if args.old_rev:
         mergers[args.old_rev] = load_old_merger(args.old_rev)

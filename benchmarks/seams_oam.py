@@ -106,7 +106,16 @@ def main() -> None:
     warnings.simplefilter("ignore")
     for tiling in args.tiles:
         tile, overlap = (int(v) for v in tiling.split(":"))
-        imgsz = {} if args.legacy or tile == 1024 else {"imgsz": tile}  # the network at native resolution
+        # the network at native resolution (the bundled model's 1024-px input shrinks a 512-px tile
+        # to half its resolution): old revisions took imgsz only on the segmenter itself
+        if tile == 1024:
+            imgsz = {}
+        elif args.legacy:
+            from fastsam_geo import load_segmenter
+
+            imgsz = {"segmenter": load_segmenter(None, imgsz=tile)}
+        else:
+            imgsz = {"imgsz": tile}
         print(f"\n## tiles {tile} px, overlap {overlap}, seam band ±{args.band} px")
         totals = {c: {"all": [0, 0, 0], "seam": [0, 0, 0], "interior": [0, 0, 0], "dup": 0} for c in configs}
         rows = []

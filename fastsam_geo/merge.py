@@ -36,7 +36,7 @@ import numpy as np
 from .masks import DEDUP_CONTAIN, DEDUP_IOU, Box, crop_window, intersect
 from .tiling import TileGrid
 from .types import Instances, MergedObject, Part, Tile
-from .views import Relations, View, boxes_close, groups, grow, near, tight, union_box
+from .views import Relations, View, groups, grow, near, overlap, tight, union_box
 
 EDGE = 8
 """A mask this close (px) to an inner tile edge is partial. Real masks of an object the tile
@@ -238,22 +238,27 @@ class SeamMerger:
         # what the resolution must weigh against each other: whole views of one object (or of a
         # piece of it); without nesting, any two views sharing DEDUP_CONTAIN of the smaller (the
         # resolution keeps one: buildings do not overlap)
-        share = DEDUP_CONTAIN if not self.nested else None
-        for i, j in zip(*np.nonzero(box_inter >= 0.2 * np.minimum(aa[:, None], ba[None, :]))):
-            va, vb = self._views[a[i][0]], self._views[b[j][0]]
-            small = min(va.area, vb.area)
-            if (va.whole and vb.whole and count(i, j) >= 0.25 * small) or \
-                    (share is not None and count(i, j) >= share * small):
+        whole_a = np.array([self._views[x[0]].whole for x in a])
+        whole_b = np.array([self._views[x[0]].whole for x in b])
+        small = np.minimum(np.array([self._views[x[0]].area for x in a], float)[:, None],
+                           np.array([self._views[x[0]].area for x in b], float)[None, :])
+        need = 0.25 if self.nested else DEDUP_CONTAIN
+        cand = box_inter >= need * small
+        if self.nested:
+            cand &= whole_a[:, None] & whole_b[None, :]
+        for i, j in zip(*np.nonzero(cand)):
+            if self._find(a[i][0]) != self._find(b[j][0]) and count(i, j) >= need * small[i, j]:
                 self._union(a[i][0], b[j][0])
-        # one-to-one, by IoU within the window; a thin object grown in one view and shrunk in the
-        # other (IoU 1/3 at 4 px wide) matches too: half of the smaller inside the other,
-        # boxes within a few px. Only pairs whose areas or boxes allow a match are counted.
+        # joins of partial views (the only links the resolution follows): one-to-one, by IoU
+        # within the window; a thin object grown in one view and shrunk in the other (IoU 1/3
+        # at 4 px wide) matches too: half of the smaller inside the other, boxes within a few
+        # px. Only pairs whose areas or boxes allow a match are counted.
+        part = ~whole_a[:, None] & ~whole_b[None, :]
         bound = np.minimum(aa[:, None], ba[None, :]) / np.maximum(aa[:, None], ba[None, :])
+        close_ab = _close_matrix(ab, bb)
         pairs = []
-        for i, j in zip(*np.nonzero(box_inter > 0)):
-            close = boxes_close(a[i][1], b[j][1])
-            if bound[i, j] < self.match_iou and not close:
-                continue
+        for i, j in zip(*np.nonzero(part & (box_inter > 0) & ((bound >= self.match_iou) | close_ab))):
+            close = close_ab[i, j]
             n = count(i, j)
             iou = n / (aa[i] + ba[j] - n)
             if iou >= self.match_iou or (close and n >= 0.5 * min(aa[i], ba[j])):
@@ -264,13 +269,13 @@ class SeamMerger:
             if i not in partner_a and j not in partner_b:
                 partner_a[i], partner_b[j] = j, i
                 join(i, j)
-        # split views: masks lying inside a mask of the other tile (their boxes within its box,
-        # 2 px of slack; at least half their pixels inside it)
-        inside: dict[int, list[int]] = {}  # a whole's index in a (>= 0) or ~index in b -> pieces
-        for i, j in zip(*np.nonzero(_box_within(bb[None, :], ab[:, None], 2))):
+        # split views: partial views lying inside a partial view of the other tile (their boxes
+        # within its box, 2 px of slack; at least half their pixels inside it)
+        inside: dict[int, list[int]] = {}  # a container's index in a (>= 0) or ~index in b -> pieces
+        for i, j in zip(*np.nonzero(part & _box_within(bb[None, :], ab[:, None], 2))):
             if count(i, j) >= 0.5 * ba[j]:
                 inside.setdefault(i, []).append(j)
-        for i, j in zip(*np.nonzero(_box_within(ab[:, None], bb[None, :], 2))):
+        for i, j in zip(*np.nonzero(part & _box_within(ab[:, None], bb[None, :], 2))):
             if count(i, j) >= 0.5 * aa[i]:
                 inside.setdefault(~j, []).append(i)
         for key, pieces in inside.items():
@@ -294,13 +299,26 @@ class SeamMerger:
         wide = grow(win, 1)
         a = self._in_window(new, intersect(wide, tile.box), 0, 0)
         b = self._in_window(old, intersect(wide, other.box), 0, 0)
-        for (va_id, abox, an), (vb_id, bbox, bn) in ((x, y) for x in a for y in b):
-            va, vb = self._views[va_id], self._views[vb_id]
-            if va.whole == vb.whole or not intersect(grow(abox, 1), bbox):
+        if not a or not b:
+            return
+        ga = np.array([grow(x[1], 1) for x in a])
+        bb = np.array([x[1] for x in b])
+        wa = np.array([self._views[x[0]].whole for x in a])
+        wb = np.array([self._views[x[0]].whole for x in b])
+        touch = ((np.minimum(ga[:, None, 2], bb[None, :, 2]) > np.maximum(ga[:, None, 0], bb[None, :, 0]))
+                 & (np.minimum(ga[:, None, 3], bb[None, :, 3]) > np.maximum(ga[:, None, 1], bb[None, :, 1]))
+                 & (wa[:, None] != wb[None, :]))
+        for i, j in zip(*np.nonzero(touch)):
+            (va_id, _, an), (vb_id, _, bn) = a[i], b[j]
+            if self._find(va_id) == self._find(vb_id):
                 continue
+            va, vb = self._views[va_id], self._views[vb_id]
             (w, wid), (p, pid, pn) = ((va, va_id), (vb, vb_id, bn)) if va.whole else ((vb, vb_id), (va, va_id, an))
-            if (not self.nested or w.area >= 0.25 * pn) and \
-                    near(w.box, self._crop(wid), p.box, self._crop(pid)) >= 0.25 * min(w.area, pn):
+            need = 0.25 * min(w.area, pn)
+            if self.nested and w.area < 0.25 * pn:
+                continue
+            wcrop, pcrop = self._crop(wid), self._crop(pid)
+            if overlap(w.box, wcrop, p.box, pcrop) >= need or near(w.box, wcrop, p.box, pcrop) >= need:
                 self._union(va_id, vb_id)
 
     def _union_iou(self, c: int, others: list[int], win: Box) -> float:
@@ -397,17 +415,16 @@ class SeamMerger:
         seen = Relations(self.grid, views, crops)
         # what each whole view is a piece of: a view of another tile that contains it and
         # reaches clearly past it (the object that tile sees as one mask, or only in part)
-        within = {v: [c for c in ids if views[c].tile != views[v].tile and seen.piece_of(v, c, self.nested)]
-                  for v in wholes}
+        within = {v: [c for c in seen.containing(v) if seen.piece_of(v, c, self.nested)] for v in wholes}
         rank = (lambda v: (-views[v].edge, -views[v].score)) if self.prefer == "edge" else \
             (lambda v: (-views[v].score, -views[v].edge))
-        kept: list[int] = []
+        is_kept = np.zeros(len(ids), bool)  # over seen.ids
         for v in sorted(wholes, key=lambda v: (bool(within[v]), *rank(v))):
-            if not any(views[k].tile != views[v].tile and (k in within[v] or seen.same_object(v, k)) for k in kept):
-                kept.append(v)
-        rest = [v for v in ids if not views[v].whole and not seen.covered(v, kept)]
+            if not any(k in within[v] or seen.same_object(v, k) for k in seen.near_boxes(v, is_kept)):
+                is_kept[seen.pos[v]] = True
+        rest = [v for v in ids if not views[v].whole and not seen.covered(v, is_kept)]
         survive = set(rest)  # a piece of an object only seen in part gives way to those parts
-        kept = [v for v in kept if not any(c in survive for c in within[v])]
+        kept = [v for v in seen.ids[is_kept].tolist() if not any(c in survive for c in within[v])]
         objs = [self._object([v], views, crops) for v in kept] + \
             [self._object(group, views, crops) for group in groups(rest, links)]
         out.extend(objs if self.nested or len(objs) < 2 else suppress_overlaps(objs))
@@ -457,6 +474,13 @@ def _match_windows(a: Tile, b: Tile) -> tuple[Box, Box] | None:
         if ay0 == by1:
             return (x0, ay0, x1, ay0 + 1), (x0, by1 - 1, x1, by1)
     return None
+
+
+def _close_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`~fastsam_geo.views.boxes_close` for every pair of boxes ``a`` ``(N, 4)``, ``b`` ``(M, 4)``."""
+    size = np.maximum((a[:, 2:] - a[:, :2]).max(1)[:, None], (b[:, 2:] - b[:, :2]).max(1)[None, :])
+    tol = np.maximum(2.0, 0.15 * size)
+    return (np.abs(a[:, None, :] - b[None, :, :]) <= tol[..., None]).all(-1)
 
 
 def suppress_overlaps(objs: list[MergedObject], iou: float = DEDUP_IOU,

@@ -100,6 +100,32 @@ class Relations:
     def __init__(self, grid: TileGrid, views: dict[int, View], crops: dict[int, np.ndarray]):
         self.grid, self.views, self.crops = grid, views, crops
         self._in: dict[tuple[int, int], tuple[int, Box | None]] = {}
+        self.ids = np.array(list(views))
+        self.pos = {v: i for i, v in enumerate(self.ids.tolist())}
+        self.boxes = np.array([v.box for v in views.values()], dtype=np.int64).reshape(-1, 4)
+        self.tiles = np.array([v.tile for v in views.values()])
+
+    def near_boxes(self, v: int, among: np.ndarray | None = None, pad: int = 0) -> list[int]:
+        """Views of other tiles whose box meets ``v``'s grown by ``pad`` px (``among``: a bool
+        mask over the component's views to choose from)."""
+        x0, y0, x1, y1 = self.views[v].box
+        b = self.boxes
+        hit = ((b[:, 0] < x1 + pad) & (b[:, 2] > x0 - pad) & (b[:, 1] < y1 + pad) & (b[:, 3] > y0 - pad)
+               & (self.tiles != self.views[v].tile))
+        if among is not None:
+            hit &= among
+        return self.ids[hit].tolist()
+
+    def containing(self, v: int) -> list[int]:
+        """Views of other tiles whose box contains ``v``'s, give or take the pair's jitter
+        tolerance: the only candidates :meth:`piece_of` can accept."""
+        x0, y0, x1, y1 = self.views[v].box
+        b = self.boxes
+        size = np.maximum(max(x1 - x0, y1 - y0), (b[:, 2:] - b[:, :2]).max(1))
+        tol = np.maximum(2.0, 0.15 * size)
+        hit = ((x0 >= b[:, 0] - tol) & (y0 >= b[:, 1] - tol) & (x1 <= b[:, 2] + tol) & (y1 <= b[:, 3] + tol)
+               & (self.tiles != self.views[v].tile))
+        return self.ids[hit].tolist()
 
     def inside_tile(self, v: int, t: int) -> tuple[int, Box | None]:
         """Pixels of view ``v`` inside tile ``t``'s window and their tight box (raster px)."""
@@ -124,10 +150,13 @@ class Relations:
         or boxes within the jitter tolerance (a small object grown in one view, shrunk in the
         other). A half, a part, or one object of a fused pair is not the whole it lies in."""
         va, vb = self.views[a], self.views[b]
+        close = boxes_close(va.box, vb.box)
+        if not close and min(va.area, vb.area) < 0.6 * max(va.area, vb.area):
+            return False  # IoU >= 0.6 needs areas within 0.6 of each other
         inter = self.overlap(a, b)
         if inter < 0.5 * min(va.area, vb.area):
             return False
-        return inter >= 0.6 * (va.area + vb.area - inter) or boxes_close(va.box, vb.box)
+        return close or inter >= 0.6 * (va.area + vb.area - inter)
 
     def piece_of(self, v: int, c: int, nested: bool) -> bool:
         """Whether whole view ``v`` is a piece of the object view ``c`` (another tile) shows: a
@@ -144,14 +173,14 @@ class Relations:
             return False  # a small object in a large one (never linked to such a view: SeamMerger._link)
         return self.overlap(v, c) >= 0.25 * vv.area
 
-    def covered(self, p: int, kept: list[int]) -> bool:
-        """Whether partial view ``p`` is covered (:func:`covers`) by the kept whole views of
-        another tile, several together when that tile split the object."""
+    def covered(self, p: int, kept: np.ndarray) -> bool:
+        """Whether partial view ``p`` is covered (:func:`covers`) by the kept whole views (``kept``:
+        a bool mask over the component's views) of another tile, several together when that
+        tile split the object."""
         pv = self.views[p]
         by_tile: dict[int, list[int]] = {}
-        for k in kept:
-            if self.views[k].tile != pv.tile and intersect(grow(self.views[k].box, 1), pv.box):
-                by_tile.setdefault(self.views[k].tile, []).append(k)
+        for k in self.near_boxes(p, kept, pad=1):
+            by_tile.setdefault(self.views[k].tile, []).append(k)
         for t, ks in by_tile.items():
             n, pbox = self.inside_tile(p, t)
             if pbox is None:

@@ -293,11 +293,13 @@ class FastSAMSegmenter:
         return int(max(1, min(16, free * 0.6 // per_tile)))
 
     def _cache_key(self) -> str:
+        """Weights and every setting that changes the masks (not device, batch or threads)."""
         st = self.path.stat()
         h = hashlib.sha1(f"{self.path.name}:{st.st_size}".encode())
         with open(self.path, "rb") as f:
             h.update(f.read(1 << 20))
-        return f"{h.hexdigest()[:16]}-s{self.imgsz}-c{self.conf:g}-i{self.iou:g}-m{self.max_det}"
+        return (f"{h.hexdigest()[:16]}-s{self.imgsz}-c{self.conf:g}-i{self.iou:g}-m{self.max_det}"
+                f"-h{int(self.half)}-t{int(self.tta)}-g{self.mask_margin:g}-n{self.mask_nms:g}")
 
 
 
