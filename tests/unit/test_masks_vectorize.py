@@ -273,3 +273,26 @@ def test_a_hole_over_nodata_is_never_filled():
     g = mask_to_geometry(mask, Affine.identity(), invalid=invalid)
     assert len(g.interiors) == 1 and g.area == 400 - 4
     assert mask_to_geometry(mask, Affine.identity()).area == 400  # without nodata both are filled
+
+
+def test_a_long_diagonal_object_is_traced_without_a_bounding_box_sized_array():
+    """A road joined from 60 tile views along a diagonal 12,000 px long: its box holds 144 MP
+    (a dense mask would be 144 MB); tracing, area and point tests stay within a few MB."""
+    import tracemalloc
+
+    from fastsam_geo.types import MergedObject
+    from fastsam_geo.vectorize import object_geometry
+    step, side = 200, 260
+    crop = np.zeros((side, side), bool)
+    for k in range(side):  # a 12-px-wide diagonal band inside each view
+        crop[k, max(0, k - 6):k + 6] = True
+    parts = tuple(((i * step, i * step, i * step + side, i * step + side), crop) for i in range(60))
+    obj = MergedObject((0, 0, 59 * step + side, 59 * step + side), parts, 0.9)
+    tracemalloc.start()
+    g = object_geometry(obj, Affine.identity())
+    area = obj.area
+    inside = obj.contains(5000.5, 5000.5)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert g.is_valid and g.geom_type == "Polygon" and g.area == area and inside
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB"
