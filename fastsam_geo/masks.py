@@ -190,3 +190,26 @@ def suppress_duplicates(inst: Instances, iou: float = DEDUP_IOU, contain: float 
         if not dup:
             kept.append(int(i))
     return inst if len(kept) == n else inst.take(sorted(kept))
+
+
+class Regions:
+    """Raster-pixel boxes of interest (prompts, a bbox), asked whether a box touches any of them.
+
+    One vectorised comparison per question, so 100,000 prompt boxes cost a few hundred
+    microseconds per object instead of a Python loop over all of them.
+    """
+
+    def __init__(self, boxes) -> None:
+        self.boxes = np.asarray(list(boxes), dtype=np.int64).reshape(-1, 4)
+        b = self.boxes
+        self.hull = (int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())) if len(b) else None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def touches(self, box: Box) -> bool:
+        """Whether ``box`` (exclusive max) overlaps any region."""
+        if self.hull is None or intersect(box, self.hull) is None:
+            return False
+        b = self.boxes
+        return bool(((b[:, 0] < box[2]) & (b[:, 2] > box[0]) & (b[:, 1] < box[3]) & (b[:, 3] > box[1])).any())

@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from .masks import DEDUP_CONTAIN, DEDUP_IOU, Box, crop_window, intersect
+from .masks import DEDUP_CONTAIN, DEDUP_IOU, Box, Regions, crop_window, intersect
 from .tiling import TileGrid
 from .types import Instances, MergedObject, Part, Tile
 from .views import Relations, View, groups, grow, near, overlap, tight, union_box
@@ -140,12 +140,14 @@ class SeamMerger:
         self._crops.clear()
         return out
 
-    def awaited(self, regions: list[Box] | None = None) -> set[int]:
+    def awaited(self, regions: Regions | list[Box] | None = None) -> set[int]:
         """Indexes of unprocessed tiles that held components wait on (to finish them whole).
 
         With ``regions`` (raster-pixel boxes), only components whose box touches one of them
         count: the tiles needed to complete the objects in the regions of interest.
         """
+        if regions is not None and not isinstance(regions, Regions):
+            regions = Regions(regions)
         out = set()
         for ti, waiting in self._waiting.items():
             if ti in self._processed:
@@ -153,8 +155,7 @@ class SeamMerger:
             for g in waiting:
                 if g in self._parent:
                     root = self._find(g)
-                    if root in self._gbox and (regions is None or any(intersect(self._gbox[root], r)
-                                                                       for r in regions)):
+                    if root in self._gbox and (regions is None or regions.touches(self._gbox[root])):
                         out.add(ti)
                         break
         return out

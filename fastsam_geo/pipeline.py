@@ -17,7 +17,7 @@ import numpy as np
 
 from .cache import MemoryStore as TileStore
 from .errors import Cancelled, SegmenterError
-from .masks import suppress_duplicates, to_instances
+from .masks import Regions, suppress_duplicates, to_instances
 from .merge import SeamMerger
 from .models import SegmentFn
 from .raster import TileReader
@@ -164,7 +164,7 @@ class _Worker(threading.Thread):
 def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, batch_size: int = 4,
                  min_area: int = 16, progress: ProgressCallback | None = None,
                  merger: SeamMerger | None = None, stats: RunStats | None = None,
-                 tiles: Sequence[Tile] | None = None, regions: list[tuple[int, int, int, int]] | None = None,
+                 tiles: Sequence[Tile] | None = None, regions: Regions | list[tuple[int, int, int, int]] | None = None,
                  store: TileStore | None = None, finish: Callable[[list[MergedObject]], object] | None = None,
                  threads: bool = True, dedup: bool = False) -> Iterator:
     """Segment ``tiles`` (default: the whole grid) and yield merged objects (raster pixels).
@@ -192,6 +192,8 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
     todo = list(grid) if tiles is None else list(tiles)
     if regions is None and tiles is not None:
         regions = [t.box for t in todo]
+    if regions is not None and not isinstance(regions, Regions):
+        regions = Regions(regions)
     total = len(todo)
     done = [0]
     split = staged(segmenter)

@@ -23,7 +23,7 @@ from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
 from .errors import EmptyResultWarning, InputError, RasterError
-from .masks import intersect, suppress_duplicates
+from .masks import Regions, suppress_duplicates
 from .merge import SeamMerger
 from .models import SegmentFn, check_segmenter, load_segmenter, segmenter_key
 from .options import Options
@@ -192,8 +192,8 @@ class SegmentedRaster:
             if spatial:
                 regions = [p.pixel_box() for p in spatial]
                 objects = self._objects(regions, callback, stats)
-                for p in spatial:
-                    rows[p.prompt_id] = [self._select(p, objects, background)]
+                for p, near in zip(spatial, _near(objects, regions)):
+                    rows[p.prompt_id] = [self._select(p, [objects[k] for k in near], background)]
             if texts:
                 from .text import rank_objects
 
@@ -206,8 +206,9 @@ class SegmentedRaster:
         gdf = self._prompt_frame(pobjs, rows)
         missing = gdf.loc[~gdf.found, "prompt_id"].tolist()
         if missing:
-            warnings.warn(f"{len(missing)} prompt(s) selected no object: prompt_id {missing}; their rows "
-                          "have empty geometries", EmptyResultWarning, stacklevel=2)
+            shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            warnings.warn(f"{len(missing)} of {len(gdf)} prompt(s) selected no object (prompt_id {shown}); their "
+                          "rows have empty geometries", EmptyResultWarning, stacklevel=2)
         if output is not None:
             io.write(gdf, output)
         return gdf
@@ -261,12 +262,13 @@ class SegmentedRaster:
     def _objects(self, regions, progress, stats) -> list[MergedObject]:
         """Whole merged objects touching the pixel ``regions`` (segmenting only what is missing)."""
         # the tiles owning the regions' pixels; neighbours join only to finish objects that cross
-        tiles = {self.grid.index(t): t for r in regions for t in self.grid.owning(r)}
+        tiles = {self.grid.index(t): t for r in set(regions) for t in self.grid.owning(r)}
+        regions = Regions(regions)
         out: list[MergedObject] = []
         batches = self._iter(progress, stats, [tiles[k] for k in sorted(tiles)], regions)
         with self.reader, contextlib.closing(batches):
             for objects in batches:
-                out.extend(o for o in objects if any(intersect(o.box, r) for r in regions))
+                out.extend(o for o in objects if regions.touches(o.box))
         return out
 
     def _all_objects(self, progress, stats) -> list[MergedObject]:
@@ -277,8 +279,8 @@ class SegmentedRaster:
         return self._all
 
     @staticmethod
-    def _select(p: PromptObject, objects: list[MergedObject], background: np.ndarray):
-        near = [o for o in objects if intersect(o.box, _grow(p.pixel_box(), 1))]
+    def _select(p: PromptObject, near: list[MergedObject], background: np.ndarray):
+        """The object prompt ``p`` picks among the objects ``near`` it."""
         if p.kind == "point":
             picked = [near[k] for k in select_points(near, p.points, background)]
             if not picked:
@@ -323,12 +325,16 @@ class SegmentedRaster:
 
     def _prompt_frame(self, pobjs: list[PromptObject], rows) -> gpd.GeoDataFrame:
         recs = []
+        traced: dict[int, object] = {}  # many clicks pick the same object: trace it once
         for p in pobjs:
             for obj, score in rows.get(p.prompt_id, [(None, float("nan"))]):
                 geom = None
                 if obj is not None:
-                    geom = object_geometry(obj, self.info.transform, min_component=self.vector.min_component,
-                                           min_hole=self.vector.min_hole, simplify=self.vector.simplify)
+                    if id(obj) not in traced:
+                        traced[id(obj)] = (obj, object_geometry(
+                            obj, self.info.transform, min_component=self.vector.min_component,
+                            min_hole=self.vector.min_hole, simplify=self.vector.simplify))
+                    geom = traced[id(obj)][1]
                 recs.append((p.prompt_id, p.kind, geom is not None, score, geom))
         if not recs:
             return io.empty_frame(self.info.crs, PROMPT_COLUMNS)
@@ -373,5 +379,14 @@ class _LazySegmenter:
         return self.decode(self.infer(self.prepare(images)))
 
 
-def _grow(box, n):
-    return (box[0] - n, box[1] - n, box[2] + n, box[3] + n)
+def _near(objects: list[MergedObject], regions: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """For each region (raster-pixel box), the indexes of the objects whose box touches it
+    (1 px of slack): one spatial-index query for all regions."""
+    if not objects:
+        return [np.zeros(0, int) for _ in regions]
+    ob = np.asarray([o.box for o in objects], float)
+    rb = np.asarray(regions, float)
+    tree = shapely.STRtree(shapely.box(ob[:, 0], ob[:, 1], ob[:, 2], ob[:, 3]))
+    qi, oi = tree.query(shapely.box(rb[:, 0], rb[:, 1], rb[:, 2], rb[:, 3]), predicate="intersects")
+    order = np.argsort(qi, kind="stable")
+    return np.split(oi[order], np.searchsorted(qi[order], np.arange(1, len(regions))))

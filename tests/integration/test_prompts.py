@@ -1,5 +1,7 @@
 """Prompts in map coordinates select whole merged objects; segment once, prompt many."""
 
+import warnings
+
 import numpy as np
 import pytest
 import shapely
@@ -167,7 +169,7 @@ def test_a_prompt_that_finds_nothing_keeps_its_row(scene):
     t = sc.transform
     empty_x, empty_y = t @ (2, 2)  # background corner
     b = sc.truth_map()[3].representative_point()
-    with pytest.warns(UserWarning, match=r"selected no object: prompt_id \[0\]"):
+    with pytest.warns(UserWarning, match=r"^1 of 2 prompt\(s\) selected no object \(prompt_id 0\)"):
         gdf = segment_raster(tif, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP,
                              prompts=[PointPrompt(empty_x, empty_y), PointPrompt(b.x, b.y)])
     assert list(gdf.found) == [False, True] and gdf.geometry[0].is_empty
@@ -207,3 +209,39 @@ def test_box_larger_than_a_tile_picks_the_big_building(scene):
                          prompts=[BoxPrompt(*big.bounds)])
     assert gdf.geometry[0].symmetric_difference(big).area < 1e-6
     assert shapely.get_num_interior_rings(gdf.geometry[0]) == 0
+
+
+def test_thousands_of_points_in_one_call_answer_as_one_at_a_time(scene):
+    """One call with 3,000 clicks (a GeoPackage of points): the same objects as asking one by
+    one, and the warning for the clicks on bare ground is one short line, not every id."""
+    sc, tif = scene
+    sr = SegmentedRaster(tif, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP)
+    g = np.random.default_rng(4)
+    xs, ys = sc.transform * (g.uniform(0, sc.width, 3000), g.uniform(0, sc.height, 3000))
+    pts = [PointPrompt(float(x), float(y)) for x, y in zip(xs, ys)]
+    with pytest.warns(UserWarning) as w:
+        many = sr.prompt(pts)
+    msg = str(w[-1].message)
+    assert len(msg) < 200 and "more" in msg and "\n" not in msg, msg
+    assert len(many) == 3000 and 300 < many.found.sum() < 2700
+    for k in g.choice(3000, 40, replace=False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = sr.prompt([pts[k]])
+        assert one.found[0] == many.found[k]
+        if one.found[0]:
+            assert one.geometry[0].equals(many.geometry[k])
+
+
+@pytest.mark.parametrize("prompt_crs", ["EPSG:4326", "EPSG:3857"])
+def test_a_click_across_the_antimeridian_lands_on_the_raster(tmp_path, prompt_crs):
+    """A geographic raster spanning 179.9°E to 180.1°E (longitudes past 180, as Fiji's and
+    Chukotka's are stored): a click at -179.95° (or its Web Mercator x) is on it."""
+    sc = make_scene(400, 300, seed=2, cell=60, crs="EPSG:4326", origin=(179.9, -17.0), res=0.0005)
+    tif = write_scene(sc, tmp_path / "fiji.tif")
+    building = next(p for p in sc.truth_map() if p.centroid.x > 180.01)
+    lon, lat = building.representative_point().x - 360, building.representative_point().y
+    x, y = to(prompt_crs, [lon], [lat], parse_crs(4326))
+    gdf = segment_raster(tif, segmenter=ColourSegmenter(), tile_size=256, overlap=32,
+                         prompts=[PointPrompt(float(x[0]), float(y[0]), crs=prompt_crs)])
+    assert gdf.found[0] and gdf.geometry[0].intersection(building).area > 0.9 * building.area
