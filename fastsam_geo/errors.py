@@ -37,8 +37,18 @@ class ModelError(FastSAMGeoError, RuntimeError):
     """A model could not be loaded or run."""
 
 
+class TileError(ModelError):
+    """Segmenting one tile failed (the message names its window); the run stops cleanly."""
+
+
 class WeightsNotFoundError(ModelError, FileNotFoundError):
     """Model weights are not on this machine (they are never downloaded implicitly)."""
+
+
+class UntrustedWeightsError(ModelError):
+    """Weights refused before they could run code: an official name whose file is not the
+    published one (SHA-256 differs from the pin), or a checkpoint that needs more than
+    ultralytics' model classes to unpickle while loading is restricted."""
 
 
 class SegmenterError(FastSAMGeoError, RuntimeError):
@@ -47,6 +57,12 @@ class SegmenterError(FastSAMGeoError, RuntimeError):
 
 class EmptyResultWarning(UserWarning):
     """The run finished but found no objects; the output is a valid, empty layer."""
+
+
+class UntrustedCheckpointWarning(UserWarning):
+    """A checkpoint the user named is about to be unpickled: pickles can run code, so this is a
+    one-line notice to load only files you trust (the bundled and official weights, verified by
+    pinned digests, load without it)."""
 
 
 class Cancelled(FastSAMGeoError):

@@ -40,7 +40,8 @@ class Options:
     pixels), ``dedup`` (masks of one object found twice, or nested in another, keep only the
     best: right for buildings; off keeps nested objects, FastSAM's everything mode),
     ``prefer`` (of several tiles' whole views of one object keep the one farthest from its
-    tile's edges, ``"edge"``, or the best scoring, ``"score"``).
+    tile's edges, ``"edge"``, or the best scoring, ``"score"``), ``skip_failed_tiles`` (a tile
+    whose segmentation fails is skipped and listed, instead of stopping the run).
     """
 
     tile_size: int = 1024
@@ -60,6 +61,7 @@ class Options:
     simplify: float = 0.0
     dedup: bool = True
     prefer: str = "edge"
+    skip_failed_tiles: bool = False
 
     def __post_init__(self) -> None:
         validate_tiling(self.tile_size, self.overlap)
@@ -80,7 +82,7 @@ class Options:
         _integer("threads", self.threads, 1, 4096, optional=True)
         _integer("min_area", self.min_area, 0, 2**31)
         _number("simplify", self.simplify, 0.0, 1e6)
-        for name in ("tta", "dedup"):
+        for name in ("tta", "dedup", "skip_failed_tiles"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.half is not None and not isinstance(self.half, bool):

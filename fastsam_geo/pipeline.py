@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cache import MemoryStore as TileStore
-from .errors import Cancelled, SegmenterError
+from .errors import Cancelled, SegmenterError, TileError
 from .masks import Regions, suppress_duplicates, to_instances
 from .merge import SeamMerger
 from .models import SegmentFn
@@ -52,16 +52,19 @@ class RunStats:
     segment_seconds: float = 0.0
     read_seconds: float = 0.0
     post_seconds: float = 0.0
+    failed: list = field(default_factory=list)  # (tile, error message) of tiles skipped after failing
     extra: dict = field(default_factory=dict)
 
 
-def iter_batches(reader: TileReader, tiles: Sequence[Tile], batch_size: int, stats: RunStats,
+def iter_batches(reader: TileReader, tiles: Sequence[Tile], batch_size: int | Callable[[], int], stats: RunStats,
                  store: TileStore | None = None, index: Callable[[Tile], int] | None = None,
                  stop: threading.Event | None = None) -> Iterator[tuple]:
     """Read ``tiles`` in order; yield ``("ready", tile, instances)`` for tiles that need no
     model (cached in ``store``, or fully masked: never sent to the model) and
-    ``("batch", tiles, images, valids)`` for batches the model must see.
+    ``("batch", tiles, images, valids)`` for batches the model must see. ``batch_size`` may be
+    a callable, asked before each batch (it shrinks after an out-of-memory error).
     """
+    size = batch_size if callable(batch_size) else (lambda: batch_size)
     batch: tuple[list, list, list] = ([], [], [])
     for tile in tiles:
         if stop is not None and stop.is_set():
@@ -82,7 +85,7 @@ def iter_batches(reader: TileReader, tiles: Sequence[Tile], batch_size: int, sta
         batch[0].append(tile)
         batch[1].append(image)
         batch[2].append(valid)
-        if len(batch[0]) == batch_size:
+        if len(batch[0]) >= size():
             yield ("batch", *batch)
             batch = ([], [], [])
     if batch[0]:
@@ -166,7 +169,7 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
                  merger: SeamMerger | None = None, stats: RunStats | None = None,
                  tiles: Sequence[Tile] | None = None, regions: Regions | list[tuple[int, int, int, int]] | None = None,
                  store: TileStore | None = None, finish: Callable[[list[MergedObject]], object] | None = None,
-                 threads: bool = True, dedup: bool = False) -> Iterator:
+                 threads: bool = True, dedup: bool = False, skip_failed: bool = False) -> Iterator:
     """Segment ``tiles`` (default: the whole grid) and yield merged objects (raster pixels).
 
     Objects cut by seams are merged across tiles; each is yielded once, as soon as every
@@ -184,7 +187,10 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
     the generator closed by its consumer), both stage threads have stopped before this
     generator returns, so the caller may close the reader right after. ``dedup``: keep one
     mask per object of each tile (:func:`~fastsam_geo.masks.suppress_duplicates`), applied after
-    the store (which keeps the segmenter's own output).
+    the store (which keeps the segmenter's own output). A batch that runs out of accelerator
+    memory is split in halves (and later batches are smaller); a tile whose segmentation fails
+    otherwise raises :class:`~fastsam_geo.errors.TileError` naming its window, or with
+    ``skip_failed`` is recorded in ``stats.failed`` and counted as empty.
     """
     stats = stats if stats is not None else RunStats()
     merger = merger or SeamMerger(grid)
@@ -199,29 +205,45 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
     split = staged(segmenter)
     stop = threading.Event()
 
+    size = [batch_size]  # halved for the rest of the run after an out-of-memory error
+
     def read_stage(put):
-        for item in iter_batches(reader, todo, batch_size, stats, store, grid.index, stop):
+        for item in iter_batches(reader, todo, lambda: size[0], stats, store, grid.index, stop):
             if item[0] == "batch" and split:
                 t0 = time.perf_counter()
-                item = ("batch", item[1], segmenter.prepare(item[2]), item[3])
+                item = ("batch", item[1], segmenter.prepare(item[2]), item[3], item[2])
                 stats.prepare_seconds += time.perf_counter() - t0
             put(item)
 
-    def network(item):
+    def infer(tiles_, images, prepared=None):
+        if not split:
+            return segment_tiles(segmenter, images)
+        return segmenter.infer(prepared if prepared is not None else segmenter.prepare(images))
+
+    def network(item) -> list:
+        """The network on one batch: ``[item]`` out, or several when the batch had to be split
+        (out of memory: halves, and smaller batches from then on; another error: tile by tile,
+        to name the tile that fails, which stops the run unless ``skip_failed``)."""
         if item[0] != "batch":
-            return item
+            return [item]
         t0 = time.perf_counter()
-        raw = segmenter.infer(item[2]) if split else segment_tiles(segmenter, item[2])
+        _, batch_tiles, data, valids, *rest = item
+        images = rest[0] if rest else data
+        out = _guarded(infer, batch_tiles, images, valids, data if split else None, size, skip_failed,
+                       reader.path, stats)
         stats.segment_seconds += time.perf_counter() - t0
-        return ("batch", item[1], raw, item[3])
+        return out
 
     def post(item) -> object:
         t1 = time.perf_counter()
-        if item[0] == "ready":
+        if item[0] == "failed":  # skipped after failing: processed, with nothing found
+            objects = merger.add(item[1], Instances.empty((item[1].height, item[1].width)))
+            done[0] += 1
+        elif item[0] == "ready":
             objects = merger.add(item[1], suppress_duplicates(item[2]) if dedup else item[2])
             done[0] += 1
         else:
-            _, batch_tiles, raw, valids = item
+            _, batch_tiles, raw, valids = item[:4]
             results = segmenter.decode(raw) if split else raw
             if len(results) != len(batch_tiles):
                 raise SegmenterError(f"segmenter returned {len(results)} results for {len(batch_tiles)} images")
@@ -249,10 +271,11 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
             if threads:
                 yield from _threaded(read_stage, network, post, report, stop)
             else:
-                for item in iter_batches(reader, todo, batch_size, stats, store, grid.index):
+                for item in iter_batches(reader, todo, lambda: size[0], stats, store, grid.index):
                     if item[0] == "batch" and split:
-                        item = ("batch", item[1], segmenter.prepare(item[2]), item[3])
-                    yield from report(post(network(item)))
+                        item = ("batch", item[1], segmenter.prepare(item[2]), item[3], item[2])
+                    for sub in network(item):
+                        yield from report(post(sub))
             # objects reaching beyond the asked tiles: segment the tiles needed to finish them
             todo = [grid.tiles[i] for i in sorted(merger.awaited(regions))] if tiles is not None else []
             total += len(todo)
@@ -267,6 +290,39 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
         progress(Progress(done[0], total, stats.objects))
 
 
+def _is_oom(exc: BaseException) -> bool:
+    """An accelerator out-of-memory error (torch's, without importing torch)."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _guarded(infer, tiles: list[Tile], images: list, valids: list, prepared, size: list[int], skip_failed: bool,
+             path: str, stats: RunStats) -> list[tuple]:
+    """``infer`` on a batch, as ``("batch", tiles, raw, valids)`` items: split in halves on an
+    out-of-memory error (and ``size[0]``, the batch size for the rest of the run, halved);
+    on another error retried tile by tile, so the tile that fails is named (``TileError``)
+    or, with ``skip_failed``, given back as a ``("failed", tile)`` item."""
+    try:
+        return [("batch", tiles, infer(tiles, images, prepared), valids)]
+    except Exception as exc:
+        if len(tiles) > 1:
+            if _is_oom(exc):
+                size[0] = max(1, min(size[0], len(tiles)) // 2)
+            h = len(tiles) // 2 if _is_oom(exc) else 1
+            parts = [(tiles[i:i + h], images[i:i + h], valids[i:i + h]) for i in range(0, len(tiles), h)]
+            return [item for t, im, v in parts for item in _guarded(infer, t, im, v, None, size, skip_failed,
+                                                                   path, stats)]
+        tile = tiles[0]
+        x0, y0, x1, y1 = tile.box
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        where = f"tile row {tile.row}, column {tile.col} (pixels x {x0}-{x1}, y {y0}-{y1})"
+        if not skip_failed:
+            raise TileError(f"{path}: segmenting {where} failed: {first}"
+                            + ("; use a smaller --tile-size or --device cpu" if _is_oom(exc) else
+                               "; --skip-failed-tiles goes on without it")) from exc
+        stats.failed.append((tile, first))
+        return [("failed", tile)]
+
+
 def _threaded(read_stage, network, post, report, stop: threading.Event) -> Iterator:
     """Run the three stages: a reader thread, the network here, a post thread; yield what
     ``report`` yields for each post result. On every way out (done, an error in any stage, a
@@ -279,17 +335,17 @@ def _threaded(read_stage, network, post, report, stop: threading.Event) -> Itera
     post_thread.start()
     finished = False
     try:
-        for item in reader_thread.items():
-            item = network(item)
-            while True:  # hand over to the post stage; meanwhile yield what it finished
-                for out in post_thread.ready():
-                    yield from report(out)
-                try:
-                    post_in.put(item, timeout=0.05)
-                    break
-                except queue.Full:
-                    if not post_thread.is_alive():
-                        break  # it died: its error is in its queue
+        for batch in reader_thread.items():
+            for item in network(batch):
+                while True:  # hand over to the post stage; meanwhile yield what it finished
+                    for out in post_thread.ready():
+                        yield from report(out)
+                    try:
+                        post_in.put(item, timeout=0.05)
+                        break
+                    except queue.Full:
+                        if not post_thread.is_alive():
+                            break  # it died: its error is in its queue
         _send(post_in, _DONE, post_thread)
         for out in post_thread.items():
             yield from report(out)

@@ -244,7 +244,7 @@ class SegmentedRaster:
         merger = SeamMerger(self.grid, prefer=opts.prefer, nested=not opts.dedup)
         return iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(), min_area=opts.min_area,
                             progress=progress, stats=stats, tiles=tiles, regions=regions, store=self.store,
-                            finish=finish, merger=merger, dedup=opts.dedup)
+                            finish=finish, merger=merger, dedup=opts.dedup, skip_failed=opts.skip_failed_tiles)
 
     def _bbox(self, bbox, bbox_crs):
         src_crs = self.info.crs if bbox_crs is None else parse_crs(bbox_crs)

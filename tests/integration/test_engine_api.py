@@ -221,3 +221,62 @@ def test_a_failing_segmenter_stops_the_reader_before_the_raster_closes(scene, sl
     with pytest.raises(RuntimeError, match="device-side assert"):
         segment_raster(tif, segmenter=broken, tile_size=128, overlap=16, batch_size=1)
     assert not _settle() and not slow_reads
+
+
+# -- accelerator faults -----------------------------------------------------------------------
+
+class OutOfMemoryOver(ColourSegmenter):
+    """Raises torch's CUDA out-of-memory error for batches over ``limit`` tiles."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.seen = limit, []
+
+    def __call__(self, images):
+        self.seen.append(len(images))
+        if len(images) > self.limit:
+            import torch
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().__call__(images)
+
+
+def test_out_of_memory_halves_the_batch_and_the_result_is_the_same(scene):
+    _, tif = scene
+    ref = segment_raster(tif, segmenter=ColourSegmenter(), tile_size=64, overlap=8, batch_size=1)
+    seg = OutOfMemoryOver(2)
+    got = segment_raster(tif, segmenter=seg, tile_size=64, overlap=8, batch_size=8)  # 80 tiles
+    # each failing batch is split; batches read after the first error are at most 2 tiles (the
+    # two or three already read ahead came at 8 and were split too)
+    assert seg.seen[:3] == [8, 4, 2] and max(seg.seen[len(seg.seen) // 2:]) <= 2, seg.seen
+    assert sorted(g.wkb for g in got.geometry) == sorted(g.wkb for g in ref.geometry)
+
+
+class FailsOn(ColourSegmenter):
+    """Fails on the tile whose pixels hold a given building colour (as a device error would)."""
+
+    def __init__(self, colour):
+        super().__init__()
+        self.colour = np.asarray(colour, np.uint8)
+
+    def __call__(self, images):
+        if any((im == self.colour).all(-1).any() for im in images):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return super().__call__(images)
+
+
+def test_a_failing_tile_is_named_or_skipped_and_listed(scene):
+    from fastsam_geo.errors import TileError
+    from fastsam_geo.synthetic import colour_of
+    sc, tif = scene
+    seg = FailsOn(colour_of(5))  # building 4's colour: one tile (or two, if it crosses a seam)
+    with pytest.raises(TileError, match=r"tile row \d+, column \d+ \(pixels x \d+-\d+, y \d+-\d+\) failed: "
+                                        r"CUDA error: an illegal memory access"):
+        segment_raster(tif, segmenter=seg, tile_size=128, overlap=16, batch_size=3)
+    stats = RunStats()
+    gdf = segment_raster(tif, segmenter=seg, tile_size=128, overlap=16, batch_size=3, skip_failed_tiles=True,
+                         stats=stats)
+    failed = [t for t, _ in stats.failed]
+    assert failed and all(t.box[0] <= sc.footprints[4].bounds[0] < t.box[2] or
+                          t.box[0] < sc.footprints[4].bounds[2] <= t.box[2] for t in failed)
+    full = segment_raster(tif, segmenter=ColourSegmenter(), tile_size=128, overlap=16)
+    assert 0 < len(gdf) < len(full)
