@@ -108,6 +108,8 @@ def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | 
     """
     from .metrics import MatchResult, match
 
+    if not (isinstance(iou, int | float) and 0 < iou <= 1):
+        raise InputError(f"iou must be a number in (0, 1], got {iou!r}")
     pred_df = pred if isinstance(pred, gpd.GeoDataFrame) else io.read_vector(pred)
     gt_df = gt if isinstance(gt, gpd.GeoDataFrame) else io.read_vector(gt)
     if len(pred_df) and len(gt_df) and pred_df.crs != gt_df.crs:

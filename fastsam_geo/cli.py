@@ -73,7 +73,34 @@ def _int_list(value: str | None, what: str) -> tuple[int, ...] | None:
         raise click.BadParameter(f"{what} must be comma-separated integers, got {value!r}") from None
 
 
-@click.group(name="fastsam", context_settings={"help_option_names": ["-h", "--help"]})
+DATASET = click.STRING
+"""Input rasters and vector files are strings handed to GDAL untouched: a URL or a GDAL virtual
+path (``https://...``, ``/vsicurl/https://...``, ``/vsis3/...``) must keep its ``//``, which a
+pathlib path would collapse."""
+
+
+class _OneLineErrors(click.Group):
+    """Click's usage errors (an unknown option, a value that is not a number, a missing
+    argument) as one ``Error: ...`` line and exit code 2, like every other bad input, instead of
+    the usage text plus a hint plus the error."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:  # --help, --version
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(0)
+
+
+@click.group(name="fastsam", cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fastsam-geo")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 def main(debug: bool) -> None:
@@ -86,7 +113,7 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@click.argument("raster", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("raster", type=DATASET)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output vector file: .gpkg, .parquet (GeoParquet), .geojson or .fgb.")
 @click.option("-m", "--model", default=None, show_default="bundled buildings-nano",
@@ -108,6 +135,8 @@ def main(debug: bool) -> None:
 @click.option("--dedup/--no-dedup", default=True, show_default=True,
               help="Keep one mask per object (a roof found twice, or inside another, is a duplicate); "
                    "--no-dedup keeps nested objects (FastSAM's everything mode).")
+@click.option("--skip-failed-tiles", is_flag=True,
+              help="A tile whose segmentation fails is skipped (and named) instead of stopping the run.")
 @click.option("--min-area", type=int, default=16, show_default=True,
               help="Drop masks under this many pixels.")
 @click.option("--simplify", type=float, default=0.0, show_default=True,
@@ -128,8 +157,8 @@ def main(debug: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
 def segment(raster, output, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
-            max_det, tta, dedup, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache,
-            quiet):
+            max_det, tta, dedup, skip_failed_tiles, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts,
+            clip, bbox, cache, quiet):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
@@ -139,7 +168,7 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
 
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), stretch=stretch,
                       device=device, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, batch_size=batch_size,
-                      tta=tta, dedup=dedup, min_area=min_area, simplify=simplify)
+                      tta=tta, dedup=dedup, min_area=min_area, simplify=simplify, skip_failed_tiles=skip_failed_tiles)
     check_output(output)
     if prompt_crs is not None:
         from .coords import parse_crs
@@ -163,13 +192,18 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
     else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
         n = sr.segment_to_file(output, bbox=area, bbox_crs=prompt_crs, progress=not quiet, stats=stats)
         what = f"{n} objects"
+    for tile, error in stats.failed:
+        x0, y0, x1, y1 = tile.box
+        click.echo(f"Warning: skipped tile row {tile.row}, column {tile.col} (pixels x {x0}-{x1}, y {y0}-{y1}): "
+                   f"{error}", err=True)
     if not quiet:
-        click.echo(f"{what} from {stats.tiles} tiles ({stats.tiles_cached} cached, {stats.tiles_skipped} empty) "
-                   f"in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
+        click.echo(f"{what} from {stats.tiles} tiles ({stats.tiles_cached} cached, {stats.tiles_skipped} empty"
+                   + (f", {len(stats.failed)} failed and skipped" if stats.failed else "")
+                   + f") in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
 
 
 @main.command()
-@click.argument("raster", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("raster", type=DATASET)
 @click.option("--tile-size", default=1024, show_default=True, type=int)
 @click.option("--overlap", default=128, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
@@ -221,8 +255,8 @@ def demo(output, device):
 
 
 @main.command()
-@click.argument("pred", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("gt", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("pred", type=DATASET)
+@click.argument("gt", type=DATASET)
 @click.option("--iou", default=0.5, show_default=True, type=float, help="IoU for a match.")
 @click.option("--ignore-partial", is_flag=True,
               help="Reference polygons with partial=1 (cut by the image edge) count neither way.")
@@ -242,8 +276,8 @@ def evaluate(pred, gt, iou, ignore_partial, as_json):
 
 
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--labels", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.argument("images", nargs=-1, required=True, type=DATASET)
+@click.option("--labels", required=True, type=DATASET,
               help="Footprint polygons (any vector format, any CRS).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Model file to write (.pt); a model card MODEL.json is written beside it.")
