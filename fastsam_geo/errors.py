@@ -59,6 +59,11 @@ class EmptyResultWarning(UserWarning):
     """The run finished but found no objects; the output is a valid, empty layer."""
 
 
+class CacheWarning(UserWarning):
+    """A cache entry was damaged or foreign (it is removed and the tile segmented again), or the
+    cache cannot be written or keyed (results are kept in memory): the run goes on, correct."""
+
+
 class UntrustedCheckpointWarning(UserWarning):
     """A checkpoint the user named is about to be unpickled: pickles can run code, so this is a
     one-line notice to load only files you trust (the bundled and official weights, verified by

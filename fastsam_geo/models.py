@@ -4,6 +4,12 @@
 :class:`~fastsam_geo.engine.FastSAMSegmenter` (torch and ultralytics load only then);
 ``"package.module:factory"`` calls ``factory()`` for a custom segmenter (also from the CLI);
 any callable is used as it is.
+
+Both kinds of name can run code, so neither is ever guessed: weights are pickles (the bundled
+and official ones load only from their fixed places and after their SHA-256 matches a pin; a
+file the user names loads with a notice, see :mod:`fastsam_geo.engine.weights`), and a factory
+spec imports its module and calls the factory, by design, as a plugin would. A factory that
+fails, exits (``sys:exit``) or returns no segmenter is one :class:`ModelError` naming the spec.
 """
 
 from __future__ import annotations
@@ -75,17 +81,22 @@ _NETWORK = ("conf", "iou", "imgsz", "max_det", "half", "tta")
 
 
 def check_weights(model: str | os.PathLike):
-    """The weights file a name or path stands for, without loading it (no torch): raises
-    :class:`~fastsam_geo.errors.WeightsNotFoundError` early, before any tile is read."""
+    """The weights file a name or path stands for, without loading it (no torch), before any
+    tile is read: :class:`~fastsam_geo.errors.WeightsNotFoundError` when it is not on disk,
+    :class:`~fastsam_geo.errors.UntrustedWeightsError` when a bundled or official name's file
+    is not the published one (SHA-256 checked here, once per process and file)."""
     from .engine.weights import resolve_weights  # pure path logic; torch is not imported
 
     return resolve_weights(model)
 
 
 def check_segmenter(model: object) -> None:
-    """Fail now, not after the first tile, when ``model`` names weights that are not on disk.
-    Nothing is loaded or imported (a factory's module is imported when the model loads)."""
-    if model is None or _is_factory(model) or callable(model):
+    """Fail now, not after the first tile, when ``model`` names weights that are not on disk or
+    not the published file. Nothing is unpickled or imported: a factory's module is imported
+    (and runs) only when the model loads."""
+    if model is None:
+        model = DEFAULT_MODEL  # the bundled file is verified (SHA-256) early too
+    if _is_factory(model) or callable(model):
         return
     if isinstance(model, str | os.PathLike):
         check_weights(model)
@@ -102,12 +113,34 @@ def _is_factory(model: object) -> bool:
 
 
 def _import_factory(spec: str) -> SegmentFn:
+    """Import ``module`` and call ``factory()`` for ``"module:factory"``: this runs their code,
+    which is the point (a plugin); every way it can fail, including ``sys.exit`` (``SystemExit``,
+    which would end a CLI run with status 0 and nothing written), is one ModelError line."""
     module, _, name = spec.partition(":")
     try:
         factory = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
-        raise ModelError(f"cannot import segmenter factory {spec!r} ({exc})") from exc
-    seg = factory()
+        raise ModelError(f"cannot import segmenter factory {spec!r} ({_first_line(exc)}); "
+                         "give an importable package.module:function") from exc
+    except (Exception, SystemExit) as exc:
+        raise ModelError(f"segmenter factory {spec!r}: importing {module} failed ({_what(exc)})") from exc
+    try:
+        seg = factory()
+    except (Exception, SystemExit) as exc:
+        raise ModelError(f"segmenter factory {spec!r} failed instead of returning a segmenter "
+                         f"({_what(exc)}); pass a function that returns one") from exc
     if not callable(seg):
-        raise ModelError(f"{spec}() returned {type(seg).__name__}, not a callable segmenter")
+        raise ModelError(f"segmenter factory {spec!r} returned {type(seg).__name__}, not a callable segmenter; "
+                         "it must return segmenter(images) -> list[MaskSet]")
     return seg
+
+
+def _what(exc: BaseException) -> str:
+    """An exception as a short phrase: ``SystemExit`` gets its name (its text is a bare code)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})" if exc.code not in (None, "") else "it called sys.exit()"
+    return f"{type(exc).__name__}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -16,6 +16,7 @@ import platform
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from . import __version__
 from .api import evaluate, segment_raster
 from .coords import crs_name
 from .dataset import build_dataset, load_labels
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, UntrustedCheckpointWarning
 from .raster import read_info
 
 
@@ -63,6 +64,11 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     if not images:
         raise InputError("no training images given")
     infos = [read_info(p) for p in images]  # fails early on missing / non-georeferenced rasters
+    from .engine.train import resolve_base
+
+    with warnings.catch_warnings():  # (its notice comes once, when training loads it)
+        warnings.simplefilter("ignore", UntrustedCheckpointWarning)
+        resolve_base(base)  # a missing or unverified base fails now, not after the dataset is tiled
     gdf = load_labels(labels)
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f".{output.stem}-train-",
                                                                dir=output.resolve().parent))
@@ -108,7 +114,9 @@ def _validate(model: Path, summary, images, infos, gdf: gpd.GeoDataFrame, tile_s
     regions = summary.val_regions
     if not regions:
         return {"note": "no validation split (val_fraction=0); metrics not measured"}
-    seg = FastSAMSegmenter(model)
+    with warnings.catch_warnings():  # the model this run just wrote: no "checkpoints are code" notice
+        warnings.simplefilter("ignore", UntrustedCheckpointWarning)
+        seg = FastSAMSegmenter(model, trust=True)
     tp = fp = fn = 0
     for path, bounds in regions:
         info = infos[[os.fspath(p) for p in images].index(path)]

@@ -8,7 +8,9 @@ from the prototypes only inside each surviving box, directly at native resolutio
 full-frame upsampling of every candidate, which is what makes stock pipelines slow).
 
 Weights are never downloaded here: a name such as ``FastSAM-s.pt`` is looked up in the
-weights folders (:func:`weights_dirs`) and a missing file is one clear error line.
+weights folders (:func:`weights_dirs`), checked against its pinned SHA-256, and a missing or
+altered file is one clear error line; a checkpoint named by path is code and loads as
+:mod:`.weights` says (a notice, restricted unpickling unless trusted).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ import numpy as np
 from ..errors import ModelError
 from ..masks import merge_overlapping
 from ..types import Instances
-from ._torch import _quiet_ultralytics, _torch, pick_device, release_freed_memory, torch_threads
-from .weights import resolve_weights
+from ._torch import _torch, pick_device, release_freed_memory, torch_threads
+from .weights import load_model, locate_weights
 
 
 @dataclass
@@ -65,29 +67,28 @@ class FastSAMSegmenter:
         the physical cores); the host process's setting is restored after each call.
     tta: test-time augmentation: also run each tile flipped left-right and up-down, and keep
         the best of overlapping detections (3x the network time; finds objects one view misses).
+    trust: for a checkpoint you name by path (not the bundled or a digest-verified official
+        one): ``True`` unpickles it fully, which runs any code it holds; ``False`` restricts
+        unpickling to ultralytics' model classes; ``None`` (default): restricted unless
+        ``FASTSAM_GEO_TRUST_WEIGHTS=1``. Either way a one-line ``UntrustedCheckpointWarning``.
     """
 
     def __init__(self, weights: str | os.PathLike = "FastSAM-s.pt", *, device: str = "auto",
                  imgsz: int | None = None, conf: float | None = None, iou: float | None = None,
                  max_det: int = 300, batch_size: int | None = None, threads: int | None = None,
                  half: bool | None = None, tta: bool = False, mask_margin: float | None = None,
-                 mask_nms: float | None = None):
-        self.path = resolve_weights(weights)
+                 mask_nms: float | None = None, trust: bool | None = None):
+        located = locate_weights(weights)  # bundled/official: SHA-256 checked before unpickling
+        self.path = located.path
         _torch()
         self.device = pick_device(device)
-        from ultralytics.nn.tasks import load_checkpoint
-
         if self.device == "cpu":
             self.threads = threads  # applied per call (torch_threads): the count is process-wide
             release_freed_memory()  # opt-in (FASTSAM_GEO_MALLOC=1): it tunes the host's allocator
         else:
             self.threads = None
-        try:
-            with _quiet_ultralytics():
-                model, ckpt = load_checkpoint(str(self.path), device=self.device, fuse=True)
-        except Exception as exc:  # corrupt file, wrong format, pickle errors...
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ModelError(f"{self.path}: cannot load model weights ({first})") from exc
+        # a file the user named: one-line notice, unpickled restricted unless trusted (weights.py)
+        model, ckpt = load_model(located, device=self.device, fuse=True, trust=trust)
         if getattr(model, "task", None) != "segment" and not hasattr(model.model[-1], "proto"):
             raise ModelError(f"{self.path}: not a segmentation model (task={getattr(model, 'task', '?')}); "
                              "FastSAM needs a YOLOv8-seg checkpoint")

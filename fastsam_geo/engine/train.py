@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
+from ..errors import ModelError, WeightsNotFoundError
 from ._torch import _quiet_ultralytics, _torch, pick_device, torch_threads
-from .weights import resolve_weights
+from .weights import _has_folder, load_error, locate_weights, notice, require_restricted, restricted, trusted_by_env
 
 
 def make_untrained_checkpoint(path: str | os.PathLike, *, arch: str = "s", nc: int = 1,
@@ -60,21 +61,21 @@ def make_untrained_checkpoint(path: str | os.PathLike, *, arch: str = "s", nc: i
 
 def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base: str = "yolov8n-seg.yaml",
                epochs: int = 100, imgsz: int = 512, batch: int = 8, device: str = "auto",
-               seed: int = 0, workers: int = 2, patience: int = 0, **hyp: Any) -> Path:
+               seed: int = 0, workers: int = 2, patience: int = 0, trust: bool | None = None, **hyp: Any) -> Path:
     """Train a YOLOv8-seg model offline with ultralytics; return the best checkpoint's path.
 
     ``base``: an architecture yaml (``yolov8n-seg.yaml``: from scratch) or weights to fine-tune
-    (``FastSAM-s.pt``, a previous model). Nothing touches the network: plots and the AMP check
-    (which fetches a model) are off, and the rest of ultralytics' network calls are stubbed
-    for the duration (:func:`_offline`). torch's thread count, which ultralytics' trainer
-    resets, is given back to the process afterwards. ``hyp`` are ultralytics train arguments
-    (augmentation, lr, ...).
+    (``FastSAM-s.pt``, a previous model), resolved as inference resolves weights
+    (:func:`resolve_base`); ``trust`` is :class:`~fastsam_geo.engine.FastSAMSegmenter`'s.
+    Nothing touches the network: plots and the AMP check (which fetches a model) are off, and
+    the rest of ultralytics' network calls are stubbed for the duration (:func:`_offline`).
+    torch's thread count, which ultralytics' trainer resets, is given back to the process
+    afterwards. ``hyp`` are ultralytics train arguments (augmentation, lr, ...).
     """
     _torch()
     from ultralytics import YOLO
 
-    if not str(base).endswith((".yaml", ".yml")):
-        base = str(resolve_weights(base))
+    base, safe = resolve_base(base, trust)
     dev = pick_device(device)
     args = dict(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch,
                 device="cpu" if dev == "cpu" else dev.replace("cuda:", "").replace("cuda", "0"),
@@ -82,8 +83,11 @@ def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base
                 seed=seed, deterministic=False, workers=workers, verbose=False, patience=patience or epochs,
                 single_cls=True)
     args.update(hyp)
-    with _offline(), torch_threads():
-        model = YOLO(base, task="segment")
+    with _offline(), torch_threads(), _restricted_loading(safe):
+        try:
+            model = YOLO(base, task="segment")
+        except Exception as exc:  # refused by restricted unpickling, corrupt file, bad yaml...
+            raise load_error(base, exc, safe) from exc
         try:
             model.train(**args)
         except ModelError:
@@ -95,6 +99,68 @@ def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base
     if not best.exists():
         best = Path(workdir) / "train" / "weights" / "last.pt"
     return best
+
+
+def resolve_base(base: str | os.PathLike, trust: bool | None = None) -> tuple[str, bool]:
+    """What ultralytics is given for ``base``, and whether it must load it restricted.
+
+    Weights resolve as at inference (:func:`~fastsam_geo.engine.weights.locate_weights`): the
+    bundled and official names to their verified files, anything else is the user's file (a
+    notice; restricted unless trusted). An architecture yaml by bare name is ultralytics'
+    packaged one, never a file of that name in the current folder (ultralytics looks there
+    first, and evaluates a yaml's ``activation``); a yaml path is the user's (a notice; built
+    without evaluating anything unless trusted).
+    """
+    raw = os.fspath(base)
+    if raw.endswith((".yaml", ".yml")):
+        if not _has_folder(raw):
+            return _packaged_yaml(raw), False
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise WeightsNotFoundError(f"architecture yaml {raw}: no such file")
+        safe = not (trusted_by_env() if trust is None else trust)
+        notice(path, safe, what="yaml")
+        return str(path.resolve()), safe
+    weights = locate_weights(raw)
+    safe = restricted(weights, trust)
+    if not weights.verified:
+        notice(weights.path, safe)
+    return str(weights.path.resolve()), safe
+
+
+def _packaged_yaml(name: str) -> str:
+    """``yolov8n-seg.yaml`` -> that name in ultralytics' packaged model folder (where its
+    scale-less ``yolov8-seg.yaml`` lies; ultralytics reads the scale from the name)."""
+    from ultralytics.utils import ROOT
+
+    models = ROOT / "cfg" / "models"
+    for candidate in (name, re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", name)):
+        found = sorted(models.rglob(candidate))
+        if found:
+            return str(found[0].parent / name)
+    raise ModelError(f"{name}: not one of ultralytics' model yamls (e.g. yolov8n-seg.yaml); "
+                     f"pass a path (./{name}) to build your own architecture")
+
+
+@contextlib.contextmanager
+def _restricted_loading(on: bool) -> Iterator[None]:
+    """ultralytics' own restricted mode (``ULTRALYTICS_SAFE_LOAD``) for the whole training call
+    when the base is the user's untrusted file: its checkpoint is unpickled ``weights_only``
+    with ultralytics' allow-list, and every model the trainer builds from the yaml inside it is
+    built without ``eval``. ultralytics reads the flag at each load, so it is set for the call
+    and restored after."""
+    if not on:
+        yield
+        return
+    from ultralytics.nn import tasks
+
+    require_restricted("the base model")
+    saved = tasks.SAFE_LOAD
+    tasks.SAFE_LOAD = True
+    try:
+        yield
+    finally:
+        tasks.SAFE_LOAD = saved
 
 
 @contextlib.contextmanager

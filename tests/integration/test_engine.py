@@ -63,8 +63,17 @@ def test_missing_weights_one_clear_line(tmp_path, monkeypatch):
 
 
 def test_weights_found_by_name_in_the_weights_folder(tmp_path, monkeypatch, untrained_fastsam_s):
+    """An official name resolves in $FASTSAM_GEO_WEIGHTS when the file's digest is pinned (here
+    the test's own random-weights file is pinned in place of the real FastSAM-s digest)."""
+    import hashlib
+    from types import MappingProxyType
+
+    from fastsam_geo.engine import weights
     (tmp_path / "FastSAM-s.pt").write_bytes(untrained_fastsam_s.read_bytes())
     monkeypatch.setenv("FASTSAM_GEO_WEIGHTS", str(tmp_path))
+    digest = hashlib.sha256(untrained_fastsam_s.read_bytes()).hexdigest()
+    monkeypatch.setattr(weights, "OFFICIAL_SHA256",
+                        MappingProxyType({**weights.OFFICIAL_SHA256, "FastSAM-s.pt": frozenset({digest})}))
     assert resolve_weights("FastSAM-s.pt") == tmp_path / "FastSAM-s.pt"
 
 
