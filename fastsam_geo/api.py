@@ -38,6 +38,7 @@ def segment_raster(
     cache: str | os.PathLike | None = None,
     text_embedder: object = None,
     output: str | os.PathLike | None = None,
+    layer: str | None = None,
     progress: bool | ProgressCallback | None = None,
     stats: RunStats | None = None,
     **kwargs,
@@ -83,14 +84,15 @@ def segment_raster(
     """
     options = Options.of(options, **kwargs)
     if output is not None:
-        io.check_output(output)
+        io.check_output(output, inputs=[path], layer=layer)
     if prompts is not None and bbox is not None:
         raise InputError("give prompts or a bbox, not both")
     sr = SegmentedRaster(path, segmenter=segmenter, options=options, cache=single_call_cache(cache, bool(prompts)),
                          text_embedder=text_embedder)
     if prompts is not None:
-        return sr.prompt(prompts, progress=progress, output=output, stats=stats)
-    return sr.segment(bbox=bbox, bbox_crs=bbox_crs, progress=progress, output=output, stats=stats)
+        return sr.prompt(prompts, progress=progress, output=output, layer=layer, stats=stats)
+    return sr.segment(bbox=bbox, bbox_crs=bbox_crs, progress=progress, output=output, layer=layer,
+                      stats=stats)
 
 
 def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike, *,

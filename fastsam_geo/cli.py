@@ -20,6 +20,7 @@ import click
 
 from . import __version__
 from .errors import EmptyResultWarning, FastSAMGeoError
+from .signals import EXIT_CODE, Terminated, terminate_as_interrupt
 
 
 def _fail(message: str, code: int) -> None:
@@ -43,11 +44,14 @@ def handle_errors(fn: Callable) -> Callable:
             warnings.simplefilter("always")
             warnings.showwarning = show
             try:
-                return fn(*args, **kwargs)
+                with terminate_as_interrupt():  # kill, timeout, docker stop: Ctrl-C's clean-up, then exit 143
+                    return fn(*args, **kwargs)
             except FastSAMGeoError as exc:
                 if debug:
                     raise
                 _fail(str(exc), 2)
+            except Terminated:
+                _fail("terminated; no output written", EXIT_CODE)
             except KeyboardInterrupt:
                 _fail("interrupted; no output written", 130)
             except BrokenPipeError:  # whoever read our stdout stopped (`| head`): not a failure
@@ -116,9 +120,14 @@ def main(debug: bool) -> None:
 @click.argument("raster", type=DATASET)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output vector file: .gpkg, .parquet (GeoParquet), .geojson or .fgb.")
+@click.option("--layer", default=None, show_default="the output file's name",
+              help="Layer name; in an existing GeoPackage only this layer is written or replaced.")
 @click.option("-m", "--model", default=None, show_default="bundled buildings-nano",
-              help="Weights (FastSAM-s.pt, FastSAM-x.pt, a YOLOv8-seg .pt path) or a segmenter factory "
-                   "as package.module:function.")
+              help="Weights: FastSAM-s.pt or FastSAM-x.pt (from $FASTSAM_GEO_WEIGHTS or ~/.cache/fastsam-geo/weights, "
+                   "never the current folder; SHA-256 checked), or a YOLOv8-seg .pt path (a checkpoint is code: it "
+                   "loads after a notice, unpickled restricted to ultralytics' model classes unless "
+                   "FASTSAM_GEO_TRUST_WEIGHTS=1). Or package.module:function, a segmenter factory: this imports and "
+                   "runs that code.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels.")
 @click.option("--overlap", default=128, show_default=True, type=int,
@@ -156,7 +165,7 @@ def main(debug: bool) -> None:
               help="Keep per-tile results there for later runs and prompts (auto: user cache folder).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
-def segment(raster, output, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
+def segment(raster, output, layer, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
             max_det, tta, dedup, skip_failed_tiles, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts,
             clip, bbox, cache, quiet):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
@@ -169,7 +178,7 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), stretch=stretch,
                       device=device, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, batch_size=batch_size,
                       tta=tta, dedup=dedup, min_area=min_area, simplify=simplify, skip_failed_tiles=skip_failed_tiles)
-    check_output(output)
+    check_output(output, inputs=[raster, prompts_file], layer=layer)
     if prompt_crs is not None:
         from .coords import parse_crs
 
@@ -187,10 +196,11 @@ def segment(raster, output, model, device, tile_size, overlap, bands, stretch, b
     sr = SegmentedRaster(raster, segmenter=model, options=options, cache=single_call_cache(cache, bool(prompts)),
                          text_embedder=clip)
     if prompts:
-        gdf = sr.prompt(prompts, progress=not quiet, output=output, stats=stats)
+        gdf = sr.prompt(prompts, progress=not quiet, output=output, layer=layer, stats=stats)
         what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"
     else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
-        n = sr.segment_to_file(output, bbox=area, bbox_crs=prompt_crs, progress=not quiet, stats=stats)
+        n = sr.segment_to_file(output, layer=layer, bbox=area, bbox_crs=prompt_crs, progress=not quiet,
+                               stats=stats)
         what = f"{n} objects"
     for tile, error in stats.failed:
         x0, y0, x1, y1 = tile.box
@@ -282,7 +292,10 @@ def evaluate(pred, gt, iou, ignore_partial, as_json):
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Model file to write (.pt); a model card MODEL.json is written beside it.")
 @click.option("--base", default="yolov8n-seg.yaml", show_default=True,
-              help="Architecture yaml (from scratch) or weights to fine-tune (FastSAM-s.pt, MODEL.pt).")
+              help="Architecture yaml to train from scratch (a bare name is ultralytics' own, never a file in the "
+                   "current folder), or weights to fine-tune: FastSAM-s.pt, FastSAM-x.pt (verified, from the weights "
+                   "folders) or a .pt path (code: it loads after a notice, unpickled restricted unless "
+                   "FASTSAM_GEO_TRUST_WEIGHTS=1).")
 @click.option("--epochs", default=100, show_default=True, type=int)
 @click.option("--imgsz", default=512, show_default=True, type=int, help="Network input size.")
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in raster pixels.")

@@ -1,16 +1,38 @@
-"""Vector output and input: formats chosen by extension, written atomically.
+"""Vector output and input: formats chosen by extension, written atomically, losing no file.
 
-A result is written to a hidden temporary file next to the destination and renamed over
-it only when complete, so a run that fails or is interrupted never leaves a half-written
-GeoPackage behind (and never clobbers a previous good result).
+A result is written to a temporary file next to the destination and renamed over it only
+when complete, so a run that fails or is interrupted never leaves a half-written file
+behind and never clobbers a previous good result. The rules that keep every other file safe:
+
+* Temporary names are ours alone, ``.fastsam-geo-<scope>-<pid>-<uuid>.partial<ext>``: safe
+  characters only, created exclusively (never an existing file), removed on any failure.
+  They are never built from the destination's name: pyogrio runs every path through
+  ``urllib.parse.urlparse``, which cuts the last path segment at ``;`` (RFC 2396 "params"),
+  so ``.profile_test;v1.ab12cd34.partial.gpkg`` was written to ``.profile_test``. The layer
+  inside is named after the destination (its stem, or ``layer``), not the temporary file.
+* An output that is one of the run's inputs (the raster, the prompts file) is refused.
+* A GeoPackage holds many layers: writing into an existing one replaces only the named layer.
+  The file is copied (SQLite's backup API: a consistent snapshot) to the temporary name, the
+  layer written into the copy, and the copy renamed over: a failed run leaves it untouched.
+  The other formats hold one layer: the file is replaced.
+* Temporary files a killed run (SIGKILL, power loss) left behind are removed by the next write
+  into that folder once their process is gone, and named in a :class:`LeftoverFilesWarning`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
+import re
+import socket
+import sqlite3
+import string
+import tempfile
 import uuid
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import geopandas as gpd
@@ -30,6 +52,20 @@ FORMATS = {
     ".fgb": "FlatGeobuf",
 }
 
+_EXTS = "|".join(re.escape(e) for e in FORMATS)
+TEMP_NAME = re.compile(rf"^\.fastsam-geo-(?P<scope>[0-9a-f]{{8}})-(?P<pid>[1-9][0-9]{{0,9}})-[0-9a-f]{{32}}"
+                       rf"\.partial(?:{_EXTS})(?:-journal|-wal|-shm)?$")
+"""Our temporary files (and SQLite's sidecars of them): the only files ever removed here."""
+LEGACY_TEMP_NAME = re.compile(rf"^\..+\.[0-9a-f]{{8}}\.partial(?:{_EXTS})$")
+"""Temporary names of earlier versions (``.NAME.ID.partial.EXT``): named in a warning, never removed
+(they carry no process id, so a run of an old version could still be writing one)."""
+_SIDECARS = ("-journal", "-wal", "-shm")
+_GPKG_BAD_FIRST = frozenset(string.punctuation) - {"_"}  # GDAL refuses GeoPackage layer names starting so
+
+
+class LeftoverFilesWarning(UserWarning):
+    """Temporary files of a killed run were found beside an output (removed, or left to remove)."""
+
 
 def output_format(path: str | os.PathLike) -> str:
     """The driver for an output path, from its extension; :class:`OutputError` if unknown."""
@@ -41,11 +77,14 @@ def output_format(path: str | os.PathLike) -> str:
     return FORMATS[ext]
 
 
-def check_output(path: str | os.PathLike, *, overwrite: bool = True) -> str:
+def check_output(path: str | os.PathLike, *, overwrite: bool = True, inputs: Iterable = (),
+                 layer: str | None = None) -> str:
     """Validate an output path before any work is done; return its driver.
 
     Raises :class:`OutputError` if the extension is unknown, the folder does not exist or
-    is not writable, or the file exists and ``overwrite`` is False.
+    is not writable, the file exists and ``overwrite`` is False, the output is one of
+    ``inputs`` (paths; ``None`` entries are skipped), ``layer`` cannot be a layer of this
+    format, or an existing GeoPackage is not one or is open in another program.
     """
     driver = output_format(path)
     folder = Path(path).resolve().parent
@@ -57,7 +96,70 @@ def check_output(path: str | os.PathLike, *, overwrite: bool = True) -> str:
         raise OutputError(f"{path}: is a folder, not a file name")
     if Path(path).exists() and not overwrite:
         raise OutputError(f"{path}: exists (pass overwrite to replace it)")
+    check_not_input(path, inputs)
+    layer_name(path, layer)
+    if driver == "GPKG":
+        _check_geopackage(Path(path))
     return driver
+
+
+def check_not_input(path: str | os.PathLike, inputs: Iterable) -> None:
+    """Refuse an output that is one of the run's inputs: renaming the result over it would
+    destroy the input (same path, symlink or hard link; compared before either exists too)."""
+    for src in inputs:
+        if src is not None and _same_file(path, src):
+            raise OutputError(f"{path}: is the input {src}; write the output to another file")
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): the paths differ, so the files will
+        return False
+
+
+def layer_name(path: str | os.PathLike, layer: str | None = None) -> str | None:
+    """The layer an output gets: ``layer``, else the file's stem (None for GeoParquet, which
+    has no layer names). :class:`OutputError` for a name the format cannot hold."""
+    driver = output_format(path)
+    if driver == "Parquet":
+        if layer is not None:
+            raise OutputError(f"{path}: GeoParquet files have no layer names; drop the layer "
+                              f"({layer!r}) or write a .gpkg")
+        return None
+    if layer is None:
+        stem = Path(path).stem
+        return _gpkg_layer(stem) if driver == "GPKG" else stem
+    if not layer:
+        raise OutputError(f"{path}: the layer name is empty; give a name or leave it out")
+    if driver == "GPKG" and _gpkg_layer(layer) != layer:
+        raise OutputError(f"{path}: {layer!r} cannot be a GeoPackage layer name (no leading punctuation, "
+                          "no 'gpkg' or 'sqlite_' prefix); choose another layer name")
+    return layer
+
+
+def _gpkg_layer(stem: str) -> str:
+    """``stem`` made a GeoPackage layer name GDAL accepts (``.hidden`` -> ``hidden``)."""
+    name = stem.lstrip("".join(_GPKG_BAD_FIRST)) or "layer"
+    if name.startswith("gpkg") or name.lower().startswith("sqlite_"):
+        name = f"layer_{name}"
+    return name
+
+
+def _check_geopackage(path: Path) -> None:
+    """An existing ``.gpkg`` must be a SQLite file nobody has open for writing: its other
+    layers are kept, so it is copied, and a stale ``-wal`` would be replayed onto the copy."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise OutputError(f"{path}: exists and is not a GeoPackage; delete it or write to another file")
+    wal = Path(f"{path}-wal")
+    if wal.exists():
+        raise OutputError(f"{path}: is open in another program ({wal.name} exists); close it there and "
+                          "run again")
 
 
 def write(gdf: gpd.GeoDataFrame, path: str | os.PathLike, *, layer: str | None = None) -> Path:
@@ -81,7 +183,8 @@ def read_vector(path: str | os.PathLike, *, layer: str | None = None) -> gpd.Geo
         if path.suffix.lower() in (".parquet", ".geoparquet"):
             gdf = gpd.read_parquet(path)
         else:
-            gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
+            with _gdal_path(path) as name:  # ``a;b.gpkg`` would open ``a``
+                gdf = gpd.read_file(name, layer=layer, engine="pyogrio")
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: not a vector file that can be read ({first})") from exc
@@ -134,61 +237,84 @@ def write_stream(batches: Iterator[tuple[list, dict[str, np.ndarray]]], path: st
 
     Nothing is held beyond one batch, so output size does not limit memory. GeoPackage and
     FlatGeobuf layers are MultiPolygon (Polygons promoted, one schema for the whole stream);
-    GeoParquet and GeoJSON keep each geometry's own type. Written to a temporary file and
-    renamed when complete: a failure (re-raised as it was) leaves no partial file.
+    GeoParquet and GeoJSON keep each geometry's own type. The layer is named ``layer``, else
+    after the file's stem; in an existing GeoPackage only that layer is replaced. Written to
+    a temporary file and renamed when complete: a failure (re-raised as it was, Ctrl-C and
+    SIGTERM included) leaves no temporary file and the previous output as it was.
     """
-    import pyarrow as pa
-
-    driver = check_output(path)
+    driver = check_output(path, layer=layer)
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
-    types = {name: pa.string() if dtype in ("object", "str", "string") else pa.from_numpy_dtype(np.dtype(dtype))
-             for name, dtype in columns.items()}
-    fields = [pa.field(name, t) for name, t in types.items()]
-    wkb_meta = {b"ARROW:extension:name": b"geoarrow.wkb"}
-    schema = pa.schema([*fields, pa.field("geometry", pa.binary(), metadata=wkb_meta)])
-    multi = driver in ("GPKG", "FlatGeobuf")
+    name = layer_name(path, layer)
+    remove_leftovers(path.parent)
+    schema, types = _arrow_schema(columns)
     count = [0]
     failure: list[BaseException] = []
-
-    def record_batches():
-        try:
-            for geoms, values in batches:
-                if not geoms:
-                    continue
-                arr = np.asarray(geoms, dtype=object)
-                arr[shapely.is_missing(arr) | shapely.is_empty(arr)] = None  # empty -> null geometry
-                if multi:
-                    single = shapely.get_type_id(arr) == 3  # Polygon
-                    arr[single] = [shapely.MultiPolygon([g]) for g in arr[single]]
-                count[0] += len(arr)
-                cols = [pa.array(list(values[name]) if types[name] == pa.string() else np.asarray(values[name]),
-                                 type=types[name]) for name in columns]
-                yield pa.record_batch([*cols, pa.array(shapely.to_wkb(arr))], schema=schema)
-        except BaseException as exc:
-            failure.append(exc)
-            raise
-
+    arrow = _record_batches(batches, schema, types, driver in ("GPKG", "FlatGeobuf"), count, failure)
+    tmp = _reserve(path)
     try:
-        if driver == "Parquet":
-            _write_geoparquet_stream(record_batches(), schema, tmp, crs)
-        else:
-            reader = pa.RecordBatchReader.from_batches(schema, record_batches())
-            kwargs = {"layer": layer or path.stem} if driver == "GPKG" else {}
-            if driver == "FlatGeobuf":
-                kwargs["layer_options"] = {"SPATIAL_INDEX": "YES"}
-            pyogrio.write_arrow(reader, tmp, driver=driver, geometry_name="geometry",
-                                geometry_type="MultiPolygon" if multi else "Unknown", crs=crs.to_wkt(), **kwargs)
-        os.replace(tmp, path)
+        if driver == "GPKG" and path.is_file() and path.stat().st_size:
+            _copy_geopackage(path, tmp)
+        _write_driver(arrow, schema, tmp, driver, crs, name)
+        _commit(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        _discard(tmp)
         if failure:
             raise failure[0] from None
         if isinstance(exc, OutputError | KeyboardInterrupt):
             raise
         raise OutputError(f"{path}: could not write {driver} ({exc})") from exc
     return count[0]
+
+
+def _arrow_schema(columns: dict[str, str]):
+    """The Arrow schema of a stream (attribute columns, then WKB geometry) and its column types."""
+    import pyarrow as pa
+
+    types = {name: pa.string() if dtype in ("object", "str", "string") else pa.from_numpy_dtype(np.dtype(dtype))
+             for name, dtype in columns.items()}
+    fields = [pa.field(name, t) for name, t in types.items()]
+    wkb_meta = {b"ARROW:extension:name": b"geoarrow.wkb"}
+    return pa.schema([*fields, pa.field("geometry", pa.binary(), metadata=wkb_meta)]), types
+
+
+def _record_batches(batches, schema, types, multi: bool, count: list, failure: list):
+    """Arrow record batches of the ``(geometries, values)`` batches; an exception raised while
+    producing them (the pipeline's, or Ctrl-C/SIGTERM) is kept in ``failure`` so it is re-raised
+    as it was, not as the writer's wrapping of it."""
+    import pyarrow as pa
+
+    try:
+        for geoms, values in batches:
+            if not geoms:
+                continue
+            arr = np.asarray(geoms, dtype=object)
+            arr[shapely.is_missing(arr) | shapely.is_empty(arr)] = None  # empty -> null geometry
+            if multi:
+                single = shapely.get_type_id(arr) == 3  # Polygon
+                arr[single] = [shapely.MultiPolygon([g]) for g in arr[single]]
+            count[0] += len(arr)
+            cols = [pa.array(list(values[name]) if types[name] == pa.string() else np.asarray(values[name]),
+                             type=types[name]) for name in types]
+            yield pa.record_batch([*cols, pa.array(shapely.to_wkb(arr))], schema=schema)
+    except BaseException as exc:
+        failure.append(exc)
+        raise
+
+
+def _write_driver(arrow, schema, tmp: Path, driver: str, crs: CRS, name: str | None) -> None:
+    """Stream the batches into ``tmp`` with the format's writer; the layer is called ``name``."""
+    import pyarrow as pa
+
+    if driver == "Parquet":
+        _write_geoparquet_stream(arrow, schema, tmp, crs)
+        return
+    reader = pa.RecordBatchReader.from_batches(schema, arrow)
+    options = {"SPATIAL_INDEX": "YES"} if driver == "FlatGeobuf" else {}
+    multi = driver in ("GPKG", "FlatGeobuf")
+    with _gdal_path(tmp) as target:
+        pyogrio.write_arrow(reader, target, driver=driver, layer=name, geometry_name="geometry",
+                            geometry_type="MultiPolygon" if multi else "Unknown", crs=crs.to_wkt(),
+                            layer_options=options)
 
 
 def _write_geoparquet_stream(batches, schema, path: Path, crs: CRS) -> None:
@@ -200,6 +326,164 @@ def _write_geoparquet_stream(batches, schema, path: Path, crs: CRS) -> None:
     geo = {"version": "1.1.0", "primary_column": "geometry",
            "columns": {"geometry": {"encoding": "WKB", "geometry_types": [], "crs": crs.to_json_dict()}}}
     schema = schema.with_metadata({b"geo": json.dumps(geo).encode()})
-    with pq.ParquetWriter(path, schema) as writer:
+    with open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:  # a file object: no URI parsing
         for batch in batches:
             writer.write_batch(batch.replace_schema_metadata(schema.metadata))
+
+
+# -- temporary files -----------------------------------------------------------------------------
+
+def temp_name(path: str | os.PathLike) -> str:
+    """A fresh temporary name for ``path``'s folder: safe characters only, this machine's and
+    process's tags (so a later run can tell a killed run's file from one still being written)."""
+    return f".fastsam-geo-{_scope()}-{os.getpid()}-{uuid.uuid4().hex}.partial{Path(path).suffix.lower()}"
+
+
+def _reserve(path: Path) -> Path:
+    """Create an empty temporary file beside ``path``, exclusively: it never is an existing file."""
+    for _ in range(100):
+        tmp = path.parent / temp_name(path)
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot create a file in {path.parent} ({exc.strerror})") from exc
+        return tmp
+    raise OutputError(f"{path}: no free temporary name in {path.parent}; remove its .fastsam-geo-* files")
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file and any SQLite sidecar of it."""
+    for p in (tmp, *(Path(f"{tmp}{s}") for s in _SIDECARS)):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Rename the finished ``tmp`` over ``path``, durably: the data reach the disk before the
+    name does, so a crash right after leaves the old file or the new one, never an empty one."""
+    if tmp.stat().st_size == 0:  # the writer wrote somewhere else: never rename nothing over a result
+        raise OutputError(f"{path}: the writer produced an empty file; nothing was replaced")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):  # not every platform/file system can sync a folder
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _copy_geopackage(src: Path, dst: Path) -> None:
+    """Copy a GeoPackage (a consistent snapshot, committed WAL content included) onto ``dst``."""
+    try:
+        with contextlib.closing(sqlite3.connect(src, timeout=10)) as a, \
+                contextlib.closing(sqlite3.connect(dst)) as b:
+            a.backup(b)
+    except sqlite3.Error as exc:
+        raise OutputError(f"{src}: cannot copy this GeoPackage to add the layer ({exc}); close it in "
+                          "other programs or write to another file") from exc
+    _check_geopackage(src)  # our read finished its WAL unless someone else still has it open
+
+
+@contextlib.contextmanager
+def _gdal_path(path: Path) -> Iterator[str]:
+    """A name under which GDAL (through pyogrio) opens exactly ``path``.
+
+    pyogrio reads ``!`` as an archive separator, ``scheme:`` prefixes as URLs, ``//host`` as a
+    host and a last segment's ``;`` as URL params. Such a folder is reached through a symlink
+    in a private temporary folder; such a file name (only a file we read: our temporary names
+    are safe) through a symlink to the file.
+    """
+    target = str(path.absolute())
+    if _verbatim(target):
+        yield target
+        return
+    with tempfile.TemporaryDirectory(prefix="fastsam-geo-") as d:
+        if _verbatim(str(Path(d) / path.name)):  # the folder's name is the trouble
+            (Path(d) / "d").symlink_to(path.absolute().parent, target_is_directory=True)
+            target = str(Path(d) / "d" / path.name)
+        else:
+            target = str(Path(d) / f"file{re.sub(r'[^A-Za-z0-9.]', '', path.suffix)}")
+            Path(target).symlink_to(path.absolute())
+        if not _verbatim(target):
+            raise OutputError(f"{path}: GDAL cannot open this path; move or rename it (temporary folder {d})")
+        yield target
+
+
+def _verbatim(name: str) -> bool:
+    """Whether pyogrio hands the absolute path ``name`` to GDAL unchanged, as a plain file."""
+    if name.startswith(("//", "/vsi")):  # a POSIX "//host" path; GDAL's virtual file systems
+        return False
+    try:
+        from pyogrio.util import vsi_path
+    except ImportError:  # pyogrio moved it: accept only names it cannot misread
+        return re.fullmatch(r"[\w./ -]+", name) is not None
+    return vsi_path(name) == name
+
+
+# -- leftovers of killed runs --------------------------------------------------------------------
+
+def remove_leftovers(folder: str | os.PathLike) -> list[str]:
+    """Remove our temporary files in ``folder`` whose run is over (written on this machine by
+    a process that no longer exists: SIGKILL, out of memory, power loss); return their names.
+
+    Only names matching :data:`TEMP_NAME` exactly are touched. Those of another machine or
+    container (a shared folder; its processes cannot be checked from here) and of earlier
+    versions are left, and named in the same :class:`LeftoverFilesWarning`.
+    """
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    removed, kept = [], []
+    for name in names:
+        m = TEMP_NAME.match(name)
+        if m and m["scope"] == _scope() and not _alive(int(m["pid"])):
+            with contextlib.suppress(FileNotFoundError):  # a concurrent run removed it first
+                os.unlink(os.path.join(folder, name))
+            removed.append(name)
+        elif (m and m["scope"] != _scope()) or LEGACY_TEMP_NAME.match(name):
+            kept.append(name)
+    _warn_leftovers(folder, removed, kept)
+    return removed
+
+
+def _warn_leftovers(folder, removed: list[str], kept: list[str]) -> None:
+    parts = []
+    if removed:
+        parts.append(f"removed {len(removed)} temporary file(s) a killed run left: {', '.join(removed)}")
+    if kept:
+        parts.append(f"temporary file(s) of another machine or an older version, delete them if no run is "
+                     f"writing there: {', '.join(kept)}")
+    if parts:
+        warnings.warn(f"{folder}: {'; '.join(parts)}", LeftoverFilesWarning, stacklevel=3)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists here (when in doubt: yes, so its file is kept)."""
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _scope() -> str:
+    """Tags the machine, boot and PID namespace whose process ids a temporary name carries:
+    a process id is only checkable where it was issued (not on another host sharing the
+    folder, another container, or after a reboot)."""
+    parts = [socket.gethostname()]
+    for probe in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        with contextlib.suppress(OSError):
+            parts.append(os.readlink(probe) if probe.endswith("/pid") else Path(probe).read_text().strip())
+    return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:8]

@@ -96,13 +96,13 @@ class SegmentedRaster:
 
     def segment(self, *, bbox: tuple[float, float, float, float] | None = None, bbox_crs: object = None,
                 progress: bool | ProgressCallback | None = None, output: str | os.PathLike | None = None,
-                stats: RunStats | None = None) -> gpd.GeoDataFrame:
+                layer: str | None = None, stats: RunStats | None = None) -> gpd.GeoDataFrame:
         """Every object (in ``bbox`` if given), as polygons in the raster's CRS.
 
         ``progress``: ``True`` for a progress bar, or a callback (see :mod:`fastsam_geo.progress`).
         """
         if output is not None:
-            io.check_output(output)
+            io.check_output(output, inputs=[self.path], layer=layer)
         geoms: list = []
         cols: dict[str, list] = {c: [] for c in COLUMNS}
         callback, close = as_callback(progress)
@@ -123,20 +123,21 @@ class SegmentedRaster:
             warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
                           EmptyResultWarning, stacklevel=2)
         if output is not None:
-            io.write(gdf, output)
+            io.write(gdf, output, layer=layer)
         return gdf
 
-    def segment_to_file(self, output: str | os.PathLike, *, bbox: tuple[float, float, float, float] | None = None,
+    def segment_to_file(self, output: str | os.PathLike, *, layer: str | None = None,
+                        bbox: tuple[float, float, float, float] | None = None,
                         bbox_crs: object = None, progress: bool | ProgressCallback | None = None,
                         stats: RunStats | None = None) -> int:
         """Like :meth:`segment`, but polygons stream to ``output`` as tiles finish (nothing held
         in memory beyond a batch); returns how many were written. For rasters whose result
         would not fit in memory, and what the CLI uses."""
-        io.check_output(output)
+        io.check_output(output, inputs=[self.path], layer=layer)
         callback, close = as_callback(progress)
         try:
             with self.reader, contextlib.closing(self._batches(bbox, bbox_crs, callback, stats)) as batches:
-                n = io.write_stream(batches, output, self.info.crs, COLUMNS)
+                n = io.write_stream(batches, output, self.info.crs, COLUMNS, layer=layer)
         finally:
             close()
         if n == 0:
@@ -171,7 +172,8 @@ class SegmentedRaster:
                               "masked; nothing to segment")
 
     def prompt(self, prompts: Sequence[Prompt], *, progress: bool | ProgressCallback | None = None,
-               output: str | os.PathLike | None = None, stats: RunStats | None = None) -> gpd.GeoDataFrame:
+               output: str | os.PathLike | None = None, layer: str | None = None,
+               stats: RunStats | None = None) -> gpd.GeoDataFrame:
         """The objects the prompts select: one row per prompt object, in prompt order.
 
         Columns: ``prompt_id`` (index of the defining prompt in ``prompts``), ``prompt_type``,
@@ -179,7 +181,7 @@ class SegmentedRaster:
         warning names those prompts). See :mod:`fastsam_geo.prompts` for the rules.
         """
         if output is not None:
-            io.check_output(output)
+            io.check_output(output, inputs=[self.path], layer=layer)
         stats = stats if stats is not None else RunStats()
         pobjs, background = to_pixel_objects(list(prompts), self.info.crs, self.info.transform,
                                              self.info.width, self.info.height)
@@ -210,7 +212,7 @@ class SegmentedRaster:
             warnings.warn(f"{len(missing)} of {len(gdf)} prompt(s) selected no object (prompt_id {shown}); their "
                           "rows have empty geometries", EmptyResultWarning, stacklevel=2)
         if output is not None:
-            io.write(gdf, output)
+            io.write(gdf, output, layer=layer)
         return gdf
 
     # -- internals -------------------------------------------------------------------------------
