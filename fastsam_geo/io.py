@@ -213,11 +213,13 @@ def read_prompts(path: str | os.PathLike, *, layer: str | None = None) -> list:
     gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
     if len(gdf) == 0:
         raise PromptError(f"{path}: the prompts file has no features")
+    if gdf.crs is None:
+        raise PromptError(f"{path}: the prompts file has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326)")
     crs = gdf.crs.to_wkt()
     out = []
     for i, row in enumerate(gdf.itertuples(index=False)):
         g = row.geometry
-        label = int(getattr(row, "label", 1)) if getattr(row, "label", None) is not None else 1
+        label = _label(getattr(row, "label", None), path, i)
         group = getattr(row, "group", None)
         group = None if group is None or (isinstance(group, float) and group != group) else group
         if g.geom_type in ("Point", "MultiPoint"):
@@ -229,6 +231,21 @@ def read_prompts(path: str | os.PathLike, *, layer: str | None = None) -> list:
             raise PromptError(f"{path}: feature {i} is a {g.geom_type}; prompts must be points "
                               "(clicks) or polygons (boxes)")
     return out
+
+
+def _label(value: object, path: str | os.PathLike, i: int) -> int:
+    """A prompt's ``label`` column value as 1 (select) or 0 (remove); empty means 1."""
+    from .errors import PromptError
+
+    if value is None or (isinstance(value, float) and value != value):
+        return 1
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if f not in (0.0, 1.0):
+        raise PromptError(f"{path}: feature {i} has label {value!r}; labels must be 1 (select) or 0 (remove)")
+    return int(f)
 
 
 def write_stream(batches: Iterator[tuple[list, dict[str, np.ndarray]]], path: str | os.PathLike, crs: CRS,

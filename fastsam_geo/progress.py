@@ -14,22 +14,30 @@ from .types import Progress, ProgressCallback
 
 
 class TqdmProgress:
-    """A progress callback drawing a tqdm bar of tiles, with the objects found so far."""
+    """A progress callback drawing a tqdm bar of tiles, with the objects found so far.
+
+    The bar appears with the first report, so a run that fails before any tile is done (a
+    missing model, a prompt outside the raster) prints its one error line and no empty bar.
+    """
 
     def __init__(self, total: int | None = None, *, desc: str = "segmenting", disable: bool = False):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, unit="tile", desc=desc, disable=disable, file=sys.stderr,
-                        dynamic_ncols=True)
+        self.total, self.desc, self.disable = total, desc, disable
+        self.bar = None
 
     def __call__(self, p: Progress) -> bool:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=p.total, unit="tile", desc=self.desc, disable=self.disable, file=sys.stderr,
+                            dynamic_ncols=True)
         self.bar.total = p.total
         self.bar.update(p.done - self.bar.n)
         self.bar.set_postfix(objects=p.objects, refresh=False)
         return True
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def as_callback(progress: bool | ProgressCallback | None) -> tuple[ProgressCallback | None, Callable[[], None]]:

@@ -18,6 +18,7 @@ from ..errors import InputError, ModelError
 
 def _torch():
     os.environ.setdefault("YOLO_OFFLINE", "true")  # ultralytics: never probe the network
+    os.environ.setdefault("YOLO_VERBOSE", "false")  # nor print its settings banner on our users' stdout
     import torch
 
     return torch
