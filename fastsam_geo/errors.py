@@ -70,5 +70,9 @@ class UntrustedCheckpointWarning(UserWarning):
     pinned digests, load without it)."""
 
 
+class LeftoverFilesWarning(UserWarning):
+    """Temporary files of a killed run were found beside an output (removed, or left to remove)."""
+
+
 class Cancelled(FastSAMGeoError):
     """The run was cancelled through its progress callback (e.g. a QGIS task's cancel)."""

@@ -24,7 +24,7 @@ import pytest
 import shapely
 from click.testing import CliRunner
 
-from fastsam_geo import io
+from fastsam_geo import atomic, io
 from fastsam_geo.errors import OutputError
 from fastsam_geo.signals import EXIT_CODE, Terminated, terminate_as_interrupt
 from fastsam_geo.synthetic import make_scene, write_scene
@@ -56,7 +56,7 @@ def decoys(folder):
 def layer_of(path):
     if path.suffix == ".geojson":
         return json.loads(path.read_text())["name"]
-    with io._gdal_path(path) as name:  # pyogrio would misread a name with ";"
+    with io.gdal_path(path) as name:  # pyogrio would misread a name with ";"
         return pyogrio.list_layers(name)[0][0]
 
 
@@ -98,7 +98,7 @@ def test_temporary_names_are_safe_and_ours():
 
 def test_a_temporary_name_is_never_an_existing_file(tmp_path, monkeypatch):
     uids = iter([uuid.UUID(int=1), uuid.UUID(int=1), uuid.UUID(int=2)])
-    monkeypatch.setattr(io.uuid, "uuid4", lambda: next(uids))
+    monkeypatch.setattr(atomic.uuid, "uuid4", lambda: next(uids))
     taken = tmp_path / io.temp_name(tmp_path / "out.gpkg")  # the name the first write would draw
     taken.write_bytes(b"someone else's")
     io.write(frame(), tmp_path / "out.gpkg")
