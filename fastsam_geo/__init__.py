@@ -19,6 +19,8 @@ _EXPORTS = {
     "BoxPrompt": "prompts",
     "TextPrompt": "prompts",
     "evaluate": "api",
+    "read_prompts": "io",
+    "RunStats": "pipeline",
     "train": "training",
     "raster_info": "api",
     "load_segmenter": "models",
@@ -36,7 +38,7 @@ _EXPORTS = {
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
     "segment_raster", "SegmentedRaster", "Options", "PointPrompt", "BoxPrompt", "TextPrompt",
-    "evaluate", "train", "raster_info", "load_segmenter", "plan_tiles",
+    "evaluate", "train", "raster_info", "load_segmenter", "plan_tiles", "read_prompts", "RunStats",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
     "FastSAMGeoError", "EmptyResultWarning",
 ]
@@ -44,6 +46,8 @@ __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
 if TYPE_CHECKING:
     from .api import evaluate, raster_info, segment_raster
     from .engine import FastSAMSegmenter
+    from .io import read_prompts
+    from .pipeline import RunStats
     from .errors import EmptyResultWarning, FastSAMGeoError
     from .models import load_segmenter
     from .options import Options
