@@ -46,11 +46,11 @@ __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
 if TYPE_CHECKING:
     from .api import evaluate, raster_info, segment_raster
     from .engine import FastSAMSegmenter
-    from .io import read_prompts
-    from .pipeline import RunStats
     from .errors import EmptyResultWarning, FastSAMGeoError
+    from .io import read_prompts
     from .models import load_segmenter
     from .options import Options
+    from .pipeline import RunStats
     from .prompts import BoxPrompt, PointPrompt, TextPrompt
     from .session import SegmentedRaster
     from .tiling import plan_tiles
