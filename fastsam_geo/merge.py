@@ -296,7 +296,15 @@ class SeamMerger:
         shared one (a one-row sliver of a roof grown in one tile can miss the roof shrunk in the
         other, just outside the shared window). With ``nested`` objects, a whole view much smaller
         than the partial view's part there is not linked: a small object inside a large one seen
-        in part (everything mode) must not chain rows of tiles into one component."""
+        in part (everything mode) must not chain rows of tiles into one component.
+
+        Two partial views are linked the same way when one is a *sliver*: its pixels in the window
+        lie within the other view's box grown by 2 px (1 px of jitter each), a quarter of them
+        within 1 px of the other view, and none of the other tile's views shares them (an object
+        barely entering a tile comes out as a 1-2 px strip at that tile's edge, next to the
+        neighbour's view of it shrunk by 1 px; the neighbour sees that strip and has no mask of
+        its own there). Two buildings 1 px apart are linked this way only when the second is such
+        a strip there, no taller than the first, and the other tile missed it."""
         wide = grow(win, 1)
         a = self._in_window(new, intersect(wide, tile.box), 0, 0)
         b = self._in_window(old, intersect(wide, other.box), 0, 0)
@@ -307,11 +315,13 @@ class SeamMerger:
         wa = np.array([self._views[x[0]].whole for x in a])
         wb = np.array([self._views[x[0]].whole for x in b])
         touch = ((np.minimum(ga[:, None, 2], bb[None, :, 2]) > np.maximum(ga[:, None, 0], bb[None, :, 0]))
-                 & (np.minimum(ga[:, None, 3], bb[None, :, 3]) > np.maximum(ga[:, None, 1], bb[None, :, 1]))
-                 & (wa[:, None] != wb[None, :]))
+                 & (np.minimum(ga[:, None, 3], bb[None, :, 3]) > np.maximum(ga[:, None, 1], bb[None, :, 1])))
         for i, j in zip(*np.nonzero(touch)):
             (va_id, _, an), (vb_id, _, bn) = a[i], b[j]
             if self._find(va_id) == self._find(vb_id):
+                continue
+            if not wa[i] and not wb[j]:
+                self._link_sliver(a[i], b[j], [x[0] for x in a], [x[0] for x in b], win)
                 continue
             va, vb = self._views[va_id], self._views[vb_id]
             (w, wid), (p, pid, pn) = ((va, va_id), (vb, vb_id, bn)) if va.whole else ((vb, vb_id), (va, va_id, an))
@@ -321,6 +331,30 @@ class SeamMerger:
             wcrop, pcrop = self._crop(wid), self._crop(pid)
             if overlap(w.box, wcrop, p.box, pcrop) >= need or near(w.box, wcrop, p.box, pcrop) >= need:
                 self._union(va_id, vb_id)
+
+    def _link_sliver(self, x: tuple[int, Box, int], y: tuple[int, Box, int], xs: list[int], ys: list[int],
+                     win: Box) -> None:
+        """Join partial views ``x`` and ``y`` (``(id, box in the window, pixels in the window)``, of
+        tiles whose views are ``xs`` and ``ys``) when the one with fewer pixels in the shared window
+        ``win`` is a sliver of the other's object (see :meth:`_link_near`)."""
+        for (p, _, _), (q, _, _), others in ((x, y, ys), (y, x, xs)):
+            pv, qv = self._views[p], self._views[q]
+            pin = intersect(pv.box, win)
+            if pin is None:
+                continue
+            part = crop_window(self._crop(p), pv.box, pin)
+            n = int(np.count_nonzero(part))
+            tb = tight(part)
+            if n == 0 or not _box_within(np.add(tb, pin[:2] * 2), np.array(grow(qv.box, 2)), 0) \
+                    or near(qv.box, self._crop(q), pin, part) < 0.25 * n:
+                continue
+            if any(intersect(self._views[o].box, pin) and overlap(self._views[o].box, self._crop(o), pin, part)
+                   for o in others):  # the other tile has a mask there: matched (or another object)
+                continue
+            self._links[p].add(q)
+            self._links[q].add(p)
+            self._union(p, q)
+            return
 
     def _union_iou(self, c: int, others: list[int], win: Box) -> float:
         """IoU, within ``win``, of view ``c`` with the union of ``others``; 0 when ``others``

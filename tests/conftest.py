@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared"))
@@ -19,6 +20,12 @@ os.environ["YOLO_OFFLINE"] = "true"
 os.environ["HF_HUB_OFFLINE"] = "1"  # open_clip / huggingface_hub: never try the network
 os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fsg-yolo-")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# Property tests explore new random examples on every local run (and keep failures in
+# .hypothesis/); scripts/test.sh (CI) runs the same fixed, derandomised examples every time, so a
+# clean clone passes or fails the same way. `-m slow` runs the 2,000-example variants.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile(os.environ.get("FASTSAM_GEO_HYPOTHESIS", "default"))
 
 
 def shared_path(*parts: str) -> Path:
