@@ -3,12 +3,17 @@
 Nothing here reads a whole raster: tiles come through windowed reads, and the contrast
 stretch for non-uint8 imagery is computed once per raster from overviews or a decimated
 read (at most ``STRETCH_SAMPLE`` pixels on the long side), so every tile is stretched
-identically and no seams appear where per-tile stretches would disagree.
+identically and no seams appear where per-tile stretches would disagree. Both reads run
+under the same capped GDAL block cache.
+
+Paths go to GDAL as given: URLs (``https://...``) and GDAL virtual file systems
+(``/vsicurl/...``, ``/vsis3/...``, ``/vsizip/...``) are never checked against the local disk.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,41 +26,76 @@ from rasterio.windows import Window
 
 from .coords import parse_crs
 from .errors import CRSError, InputError, RasterError
+from .tiling import MAX_PIXELS
 from .types import RasterInfo, Tile
 
+try:  # GDAL errors rasterio does not wrap (e.g. from some reads); private but stable since 1.0
+    from rasterio._err import CPLE_BaseError
+except ImportError:  # pragma: no cover
+    CPLE_BaseError = RasterioError
+
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
 STRETCH_SAMPLE = 2048
 DEFAULT_PERCENTILES = (2.0, 98.0)
 BLOCK_CACHE_BYTES = 64 * 1024 * 1024
-"""GDAL block cache while reading tiles. GDAL's default (5 % of RAM) keeps every block read,
-so memory would grow with the raster's area; tiles are read row by row and only the overlap
-rows are read twice, so a small cache costs little (at worst a block decompressed twice on
-very wide rasters). An explicit ``GDAL_CACHEMAX`` wins."""
+"""GDAL block cache while reading tiles and the stretch sample. GDAL's default (5 % of RAM)
+keeps every block read, so memory would grow with the raster's area (a decimated read of a
+large uint16 raster without overviews touched 1.35 GB); tiles are read row by row and only
+the overlap rows are read twice, so a small cache costs little (at worst a block decompressed
+twice on very wide rasters). An explicit ``GDAL_CACHEMAX`` wins."""
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_COLLAPSED_URL = re.compile(r"^(https?|s3|gs|ftp):/[^/]")
+
+
+def is_local(path: str) -> bool:
+    """Whether GDAL reads ``path`` from the local file system (not a URL, not ``/vsi...``)."""
+    return not (_URL.match(path) or path.startswith("/vsi"))
+
+
+def gdal_env() -> rasterio.Env:
+    """A rasterio environment with the block cache capped (unless ``GDAL_CACHEMAX`` is set)."""
+    if "GDAL_CACHEMAX" in os.environ:
+        return rasterio.Env()
+    return rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_BYTES)
+
+
+def _detail(exc: BaseException) -> str:
+    """First line of a GDAL error, or of its cause when rasterio's says "see previous"."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    if cause is not None and (not text or "previous exception" in text):
+        text = str(cause)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def _open(path: str | os.PathLike) -> rasterio.DatasetReader:
     path = os.fspath(path)
-    if "://" not in path and not path.startswith("/vsi") and not os.path.exists(path):
-        raise RasterError(f"{path}: no such file")
+    if is_local(path) and not os.path.exists(path):
+        hint = " (a URL whose '//' was collapsed to '/'?)" if _COLLAPSED_URL.match(path) else ""
+        raise RasterError(f"{path}: no such file{hint}")
     try:
         return rasterio.open(path)
-    except RasterioError as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RasterError(f"{path}: not a raster GDAL can read ({detail})") from exc
+    except GDAL_ERRORS as exc:
+        raise RasterError(f"{path}: not a raster GDAL can read ({_detail(exc)})") from exc
 
 
 def read_info(path: str | os.PathLike) -> RasterInfo:
-    """Read a raster's header. Raises :class:`RasterError` unless it is a georeferenced raster."""
+    """Read a raster's header. Raises :class:`RasterError` unless it is a georeferenced raster
+    of at most :data:`~fastsam_geo.tiling.MAX_PIXELS` pixels."""
     with _open(path) as src:
-        return _info(src, os.fspath(path))
+        try:
+            return _info(src, os.fspath(path))
+        except GDAL_ERRORS as exc:
+            raise RasterError(f"{os.fspath(path)}: header cannot be read ({_detail(exc)})") from exc
 
 
 def _info(src: rasterio.DatasetReader, path: str) -> RasterInfo:
-    if src.crs is None or (src.transform == Affine.identity() and not src.gcps[0]):
-        raise RasterError(f"{path}: raster has no georeference (no CRS or geotransform); "
-                          "georeference it first, e.g. with gdal_translate -a_srs -a_ullr")
-    if src.transform == Affine.identity():
-        raise RasterError(f"{path}: raster is georeferenced by GCPs only; warp it first "
-                          "(gdalwarp) so it has a geotransform")
+    _check_georeference(src, path)
+    if src.width * src.height > MAX_PIXELS:
+        raise RasterError(f"{path}: {src.width} x {src.height} pixels ({src.width * src.height:.3g}) is more "
+                          f"than fastsam-geo can segment ({MAX_PIXELS:.0e} at most); cut it into parts "
+                          "(gdal_translate -srcwin) or use an overview")
     try:
         crs = parse_crs(src.crs)
     except CRSError as exc:
@@ -72,12 +112,24 @@ def _info(src: rasterio.DatasetReader, path: str) -> RasterInfo:
     )
 
 
+def _check_georeference(src: rasterio.DatasetReader, path: str) -> None:
+    """GCPs first: a GCP-only raster has no CRS of its own in rasterio (the CRS sits with the
+    GCPs), so the generic message would wrongly tell its owner to georeference it."""
+    if src.transform == Affine.identity() and src.gcps[0]:
+        raise RasterError(f"{path}: raster is georeferenced by GCPs only; warp it first "
+                          "(gdalwarp) so it has a geotransform")
+    if src.crs is None or src.transform == Affine.identity():
+        raise RasterError(f"{path}: raster has no georeference (no CRS or geotransform); "
+                          "georeference it first, e.g. with gdal_translate -a_srs -a_ullr")
+
+
 def choose_bands(info: RasterInfo, bands: Sequence[int] | None = None) -> tuple[int, int, int]:
     """The three 1-based band indexes read as R, G, B.
 
     Explicit ``bands`` win (one band is replicated to grey RGB). Otherwise the bands whose
     colour interpretation is red, green and blue, else bands 1-3, and a raster with fewer
-    than three colour bands gives band 1 three times. Alpha bands are never chosen.
+    than three colour bands gives band 1 three times (a palette band is then expanded
+    through its colour table, see :func:`expands_palette`). Alpha bands are never chosen.
     """
     if bands is not None:
         bands = tuple(int(b) for b in bands)
@@ -94,6 +146,26 @@ def choose_bands(info: RasterInfo, bands: Sequence[int] | None = None) -> tuple[
         return (ci.index("red") + 1, ci.index("green") + 1, ci.index("blue") + 1)
     colour = [i + 1 for i, c in enumerate(ci) if c != "alpha"] or [1]
     return tuple(colour[:3]) if len(colour) >= 3 else (colour[0],) * 3  # type: ignore[return-value]
+
+
+def expands_palette(info: RasterInfo, bands: Sequence[int] | None = None) -> bool:
+    """Whether band 1's colour table is expanded to RGB: by default (``bands`` None) when band 1
+    is a palette band. Its values are indexes, not intensities: read as grey they would
+    give the model arbitrary shades. Explicit ``bands`` read the raw indexes."""
+    return bands is None and info.dtype in ("uint8", "uint16") and info.colorinterp[:1] == ("palette",)
+
+
+def palette_lut(src: rasterio.DatasetReader) -> np.ndarray:
+    """Band 1's colour table as a ``(256 or 65536, 4) uint8`` RGBA lookup table.
+
+    Indexes the table does not define map to ``(0, 0, 0, 0)``, as ``gdal_translate -expand
+    rgba`` gives them; alpha is whatever GDAL reports (GeoTIFF stores none: 255).
+    """
+    lut = np.zeros((256 if src.dtypes[0] == "uint8" else 65536, 4), np.uint8)
+    for i, rgba in src.colormap(1).items():
+        if 0 <= i < len(lut):
+            lut[i] = rgba
+    return lut
 
 
 @dataclass(frozen=True)
@@ -120,24 +192,47 @@ class Stretch:
 
 
 def compute_stretch(path: str | os.PathLike, bands: Sequence[int], *, mode: str = "auto",
-                    percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> Stretch:
+                    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
+                    palette: bool = False) -> Stretch:
     """One stretch for the whole raster, from overviews or a decimated read.
 
     ``mode``: ``"auto"`` (percentile stretch unless the data are uint8), ``"percentile"``
-    (always), or ``"none"``. Percentiles ignore nodata/masked pixels.
+    (always), or ``"none"``. Percentiles ignore nodata/masked pixels. ``palette``: band 1
+    is expanded through its colour table (uint8 RGB: no stretch in ``"auto"``). The read runs
+    under the capped block cache; a GDAL failure is a :class:`RasterError` naming the file.
     """
     if mode not in ("auto", "percentile", "none"):
         raise InputError(f"stretch must be 'auto', 'percentile' or 'none', got {mode!r}")
-    with _open(path) as src:
-        if mode == "none" or (mode == "auto" and src.dtypes[0] == "uint8"):
-            return Stretch()
-        scale = max(1.0, max(src.width, src.height) / STRETCH_SAMPLE)
-        shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-        uniq = sorted(set(bands))
-        data = src.read(uniq, out_shape=(len(uniq), *shape), masked=True)
+    path = os.fspath(path)
+    try:
+        with gdal_env(), _open(path) as src:
+            if mode == "none" or (mode == "auto" and (palette or src.dtypes[0] == "uint8")):
+                return Stretch()
+            data = _sample(src, bands, palette)
+    except GDAL_ERRORS as exc:
+        raise RasterError(f"{path}: failed to read pixels for the contrast stretch ({_detail(exc)}); "
+                          "the file may be truncated or corrupt") from exc
+    return _percentile_stretch(data, percentiles)
+
+
+def _sample(src: rasterio.DatasetReader, bands: Sequence[int], palette: bool) -> np.ma.MaskedArray:
+    """The ``bands`` (palette: band 1 expanded to RGB) at most ``STRETCH_SAMPLE`` px on the
+    long side, masked where nodata: ``(3, h, w)``."""
+    scale = max(1.0, max(src.width, src.height) / STRETCH_SAMPLE)
+    shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+    if palette:
+        idx = src.read(1, out_shape=shape, masked=True)
+        rgba = palette_lut(src)[idx.filled(0)]
+        mask = np.ma.getmaskarray(idx) | (rgba[..., 3] == 0)
+        return np.ma.MaskedArray(rgba[..., :3].transpose(2, 0, 1), np.broadcast_to(mask, (3, *shape)))
+    uniq = sorted(set(bands))
+    data = src.read(uniq, out_shape=(len(uniq), *shape), masked=True)
+    return data[[uniq.index(b) for b in bands]]
+
+
+def _percentile_stretch(data: np.ma.MaskedArray, percentiles: tuple[float, float]) -> Stretch:
     lo, hi = [], []
-    for b in bands:
-        band = data[uniq.index(b)]
+    for band in data:
         vals = band.compressed() if np.ma.isMaskedArray(band) else band.ravel()
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:
@@ -158,8 +253,10 @@ class TileReader:
     ``read(tile)`` returns ``(image, valid)``: ``image`` ``(H, W, 3) uint8`` RGB with
     invalid pixels set to 0, and ``valid`` ``(H, W) bool``: GDAL's dataset mask (False where
     *every* band is nodata, where alpha is 0, or where the internal mask band says so; a dark
-    pixel with one channel at the nodata value is data), and False where a chosen band is not
-    finite (NaN cannot be stretched).
+    pixel with one channel at the nodata value is data), False where a chosen band is not
+    finite (NaN cannot be stretched), and, for palette rasters, False where the colour
+    table's alpha is 0. A palette band (by default) is read as its colours, ``palette``
+    holding the ``(n, 4)`` RGBA table (else ``None``).
     """
 
     def __init__(self, path: str | os.PathLike, bands: Sequence[int] | None = None, *,
@@ -167,20 +264,34 @@ class TileReader:
         self.path = os.fspath(path)
         self.info = read_info(self.path)
         self.bands = choose_bands(self.info, bands)
+        self.palette = self._palette() if expands_palette(self.info, bands) else None
         self.stretch = stretch if isinstance(stretch, Stretch) else \
-            compute_stretch(self.path, self.bands, mode=stretch)
+            compute_stretch(self.path, self.bands, mode=stretch, palette=self.palette is not None)
         self._src: rasterio.DatasetReader | None = None
         self._env: rasterio.Env | None = None
         self._uniq = sorted(set(self.bands))
         self._order = [self._uniq.index(b) for b in self.bands]
         self._masked = self.info.nodata is not None or self.info.has_mask \
             or any(c == ColorInterp.alpha.name for c in self.info.colorinterp)
+        self._palette_alpha = self.palette is not None and bool((self.palette[:, 3] == 0).any())
+
+    def _palette(self) -> np.ndarray:
+        try:
+            with _open(self.path) as src:
+                return palette_lut(src)
+        except (*GDAL_ERRORS, ValueError) as exc:
+            raise RasterError(f"{self.path}: its colour table cannot be read ({_detail(exc)}); "
+                              "choose bands explicitly (--bands 1) to read the raw indexes") from exc
 
     def __enter__(self) -> TileReader:
-        self._env = rasterio.Env() if "GDAL_CACHEMAX" in os.environ else \
-            rasterio.Env(GDAL_CACHEMAX=BLOCK_CACHE_BYTES)
+        self._env = gdal_env()
         self._env.__enter__()
-        self._src = _open(self.path)
+        try:
+            self._src = _open(self.path)
+        except BaseException:
+            self._env.__exit__(None, None, None)
+            self._env = None
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -202,14 +313,17 @@ class TileReader:
             raise RuntimeError("TileReader must be used inside a 'with' block")
         window = Window(tile.x, tile.y, tile.width, tile.height)
         try:
-            data = src.read(self._uniq, window=window)
+            data = src.read(1 if self.palette is not None else self._uniq, window=window)
             if self._masked:  # GDAL's dataset mask: nodata only where *every* band is (or alpha 0, or masked)
                 valid = src.dataset_mask(window=window) > 0
             else:
-                valid = np.ones(data.shape[1:], dtype=bool)
-        except RasterioError as exc:
-            raise RasterError(f"{self.path}: failed to read pixels {tile.box} ({exc})") from exc
-        data = data[self._order]
+                valid = np.ones(data.shape[-2:], dtype=bool)
+        except GDAL_ERRORS as exc:
+            raise RasterError(f"{self.path}: failed to read pixels {tile.box} ({_detail(exc)})") from exc
+        if self.palette is not None:
+            data, valid = self._expand(data, valid)
+        else:
+            data = data[self._order]
         if data.dtype.kind == "f":
             valid &= np.isfinite(data).all(axis=0)
         image = self.stretch.apply(data)
@@ -217,3 +331,10 @@ class TileReader:
         if not valid.all():
             image[~valid] = 0
         return image, valid
+
+    def _expand(self, index: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Palette indexes ``(H, W)`` -> colours ``(3, H, W) uint8``; alpha 0 is invalid."""
+        rgba = self.palette[index]
+        if self._palette_alpha:
+            valid = valid & (rgba[..., 3] > 0)
+        return rgba[..., :3].transpose(2, 0, 1), valid

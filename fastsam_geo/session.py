@@ -229,8 +229,9 @@ class SegmentedRaster:
             return MemoryStore()
         root = default_cache_dir() if str(cache) == "auto" else Path(cache)
         run = dict(self.options.result_key(), model=key, bands=list(self.reader.bands),
-                   stretch=[self.reader.stretch.lo, self.reader.stretch.hi], format=CACHE_FORMAT)
-        return DiskStore(root, self.path, run)
+                   stretch=[self.reader.stretch.lo, self.reader.stretch.hi], format=CACHE_FORMAT,
+                   palette=self.reader.palette is not None)
+        return DiskStore(root, self.path, run, grid=self.grid)
 
     def _lazy(self) -> _LazySegmenter:
         return _LazySegmenter(self)

@@ -103,3 +103,63 @@ def test_every_pixel_has_exactly_one_owner(args, data):
     expected = {(tl.row, tl.col) for tl in g if tl.core[0] < box[2] and box[0] < tl.core[2]
                 and tl.core[1] < box[3] and box[1] < tl.core[3]}
     assert {(tl.row, tl.col) for tl in g.owning(box)} == expected
+
+
+# -- lazy planning: cost independent of the raster's size -----------------------------------------
+
+def _planned(width, height, *args):
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    grid = plan_tiles(width, height, *args)
+    _ = (len(grid), grid.tiles[-1], grid.xs[-1], grid.n_rows)
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return grid, seconds, peak
+
+
+@pytest.mark.parametrize("side", [300, 100_000, 2_530_000])
+def test_planning_costs_the_same_for_any_raster_size(side):
+    grid, seconds, peak = _planned(side, side, 1024, 128)
+    assert seconds < 0.01 and peak < 64 << 10, (seconds, peak)  # eager planning: ~8e6 Tiles, gigabytes
+    n = 1 if side <= 1024 else -(-(side - 1024) // 896) + 1
+    assert len(grid) == n * n and len(grid.xs) == n and grid.tiles[-1].box[2:] == (side, side)
+
+
+def test_sizes_no_run_could_finish_are_refused_naming_them():
+    from fastsam_geo.tiling import MAX_PIXELS
+
+    with pytest.raises(InputError, match=r"2147483647 x 2147483647 pixels \(4.61e\+18\)"):
+        plan_tiles(2147483647, 2147483647)
+    with pytest.raises(InputError, match="larger than"):
+        plan_tiles(MAX_PIXELS // 10 + 1, 10)
+    assert len(plan_tiles(MAX_PIXELS // 10, 10, 1024, 0)) > 0  # the limit itself is planned
+    with pytest.raises(InputError, match="positive"):
+        plan_tiles(0, 10)
+
+
+def test_lazy_tiles_are_their_row_and_column():
+    g = plan_tiles(5000, 3000, 1024, 128, Affine(0.5, 0, 10, 0, -0.5, 20))
+    assert [g.tiles[i] for i in range(len(g))] == list(g) == [g.at(r, c) for r in range(g.n_rows)
+                                                              for c in range(g.n_cols)]
+    assert g.tiles[-1] == g.at(g.n_rows - 1, g.n_cols - 1) and g.tiles[1:3] == [g.at(0, 1), g.at(0, 2)]
+    assert all(g.index(t) == i for i, t in enumerate(g))
+    for bad in (len(g), -len(g) - 1):
+        with pytest.raises(IndexError):
+            g.tiles[bad]
+    with pytest.raises(IndexError):
+        g.at(g.n_rows, 0)
+
+
+def test_a_held_tile_is_the_same_object_and_a_grid_pickles():
+    import pickle
+
+    g = plan_tiles(5000, 3000, 1024, 128)
+    t = g.at(1, 2)
+    assert g.tiles[g.index(t)] is t and any(n is g.at(1, 1) for n in g.neighbours(t))
+    assert t in list(g.intersecting(t.box))
+    back = pickle.loads(pickle.dumps(g))
+    assert back == g and list(back) == list(g)
