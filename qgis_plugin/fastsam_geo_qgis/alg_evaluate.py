@@ -1,0 +1,81 @@
+"""Processing: "Evaluate against footprints": precision, recall and F1 of polygons against reference ones."""
+
+from __future__ import annotations
+
+from qgis.core import (
+    QgsFeature,
+    QgsField,
+    QgsFields,
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterNumber,
+)
+from qgis.PyQt.QtCore import QVariant
+
+from fastsam_geo import evaluate
+
+from . import adapter
+from .alg_common import errors, write
+from .tasks import in_python_thread
+
+SCORES = ("TP", "FP", "FN", "PRECISION", "RECALL", "F1", "MEAN_IOU")
+
+
+class EvaluateAlgorithm(QgsProcessingAlgorithm):
+    def createInstance(self):
+        return type(self)()
+
+    def name(self) -> str:
+        return "evaluate"
+
+    def displayName(self) -> str:
+        return "Evaluate against footprints"
+
+    def shortHelpString(self) -> str:
+        return ("Matches predicted polygons to reference footprints one to one, greedily by IoU (the SpaceNet "
+                "rule), and reports TP, FP, FN, precision, recall, F1 and mean IoU. The output is the predictions "
+                "with matched (true/false), iou and ref_index (row of the matched reference, -1 if none). "
+                "Predictions are reprojected to the reference CRS.")
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "PREDICTIONS", "Predicted polygons", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "REFERENCE", "Reference footprints", [QgsProcessing.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterNumber(
+            "IOU", "IoU threshold", QgsProcessingParameterNumber.Double, 0.5, minValue=0.01, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            "OUTPUT", "Predictions with matches", QgsProcessing.TypeVectorPolygon))
+        for key in SCORES:
+            self.addOutput(QgsProcessingOutputNumber(key, key.replace("_", " ").lower()))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        pred_src = self.parameterAsSource(parameters, "PREDICTIONS", context)
+        ref_src = self.parameterAsSource(parameters, "REFERENCE", context)
+        preds = list(pred_src.getFeatures())
+        with errors():
+            refs, iou = list(ref_src.getFeatures()), self.parameterAsDouble(parameters, "IOU", context)
+            pcrs, rcrs = pred_src.sourceCrs(), ref_src.sourceCrs()
+            res = in_python_thread(lambda: evaluate(adapter.frame(preds, pcrs), adapter.frame(refs, rcrs), iou=iou))
+        out = QgsFields(pred_src.fields())
+        for name, kind in (("matched", QVariant.Bool), ("iou", QVariant.Double), ("ref_index", QVariant.Int)):
+            out.append(QgsField(name, kind))
+        sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, out, pred_src.wkbType(),
+                                          pred_src.sourceCrs())
+        match = {p: (g, v) for p, g, v in res.pairs}
+        feats = []
+        for i, f in enumerate(preds):
+            g, v = match.get(i, (-1, 0.0))
+            nf = QgsFeature(out)
+            nf.setGeometry(f.geometry())
+            nf.setAttributes([*f.attributes(), g >= 0, float(v), int(g)])
+            feats.append(nf)
+        write(sink, feats, feedback)
+        scores = dict(TP=res.tp, FP=res.fp, FN=res.fn, PRECISION=res.precision, RECALL=res.recall, F1=res.f1,
+                      MEAN_IOU=res.mean_iou)
+        feedback.pushInfo(", ".join(f"{k.lower()} {v:.3f}" if isinstance(v, float) else f"{k.lower()} {v}"
+                                    for k, v in scores.items()))
+        return {"OUTPUT": dest, **scores}
