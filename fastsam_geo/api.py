@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
-import numpy as np
-
-from . import io
 from .errors import InputError
-from .models import load_segmenter
 from .options import Options
-from .pipeline import RunStats
-from .prompts import Prompt
 from .raster import read_info
-from .session import SegmentedRaster, single_call_cache
 from .types import ProgressCallback, RasterInfo
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+    from .models import load_segmenter
+    from .pipeline import RunStats
+    from .prompts import Prompt
+    from .session import SegmentedRaster, single_call_cache
 
 __all__ = ["Options", "SegmentedRaster", "evaluate", "load_segmenter", "raster_info", "segment_raster",
            "single_call_cache"]
+
+_LAZY = {"SegmentedRaster": ".session", "single_call_cache": ".session", "load_segmenter": ".models",
+         "RunStats": ".pipeline"}
+
+
+def __getattr__(name: str):
+    """Heavy names load on first use: ``fastsam-geo info`` needs no geopandas (~0.45 s to import)."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __package__), name)
+    globals()[name] = value
+    return value
 
 
 def raster_info(path: str | os.PathLike) -> RasterInfo:
@@ -82,6 +96,9 @@ def segment_raster(
     0-1) and ``area_m2`` (geodesic area in square metres), in the raster's CRS.
     An empty result is a valid empty frame, with an :class:`EmptyResultWarning`.
     """
+    from . import io
+    from .session import SegmentedRaster, single_call_cache
+
     options = Options.of(options, **kwargs)
     if output is not None:
         io.check_output(output, inputs=[path], layer=layer)
@@ -108,6 +125,10 @@ def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | 
     Returns a :class:`~fastsam_geo.metrics.MatchResult` (tp, fp, fn, precision, recall,
     f1, mean_iou).
     """
+    import geopandas as gpd
+    import numpy as np
+
+    from . import io
     from .metrics import MatchResult, match
 
     if not (isinstance(iou, int | float) and 0 < iou <= 1):

@@ -66,3 +66,21 @@ def test_api_does_not_load_torch_until_a_model_is_used():
     loaded = _loaded("import fastsam_geo; fastsam_geo.segment_raster; fastsam_geo.MaskSet")
     assert not loaded & {"torch", "ultralytics", "torchvision", "dask", "qgis"}, loaded
     # (click does come in here: rasterio.errors imports it; the CLI itself stays lazy)
+
+
+def test_cli_info_imports_only_what_it_needs(tmp_path):
+    """`fastsam-geo info` reads a header: no geopandas/pandas (~0.5 s), no OpenCV, no torch, and
+    the group's start-up brings no inference module (it cost ~0.4 s before)."""
+    from fastsam_geo.synthetic import make_scene, write_scene
+
+    path = write_scene(make_scene(64, 64, seed=1), tmp_path / "s.tif")
+    code = ("import sys; from fastsam_geo.cli import main\n"
+            "try:\n"
+            f"    main(['info', {str(path)!r}])\n"
+            "except SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print('LOADED:', *(m for m in ('geopandas', 'pandas', 'cv2', 'torch', 'fastsam_geo.engine.fastsam') "
+            "if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "LOADED:", r.stdout
