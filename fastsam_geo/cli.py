@@ -38,7 +38,9 @@ def handle_errors(fn: Callable) -> Callable:
 
         def show(message, category, *_a, **_k):
             if issubclass(category, EmptyResultWarning) or category.__module__.startswith("fastsam_geo"):
-                click.echo(f"Warning: {message}", err=True)
+                from .progress import write
+
+                write(f"Warning: {message}")  # above a live progress bar, not through it
 
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -87,6 +89,14 @@ class _OneLineErrors(click.Group):
     """Click's usage errors (an unknown option, a value that is not a number, a missing
     argument) as one ``Error: ...`` line and exit code 2, like every other bad input, instead of
     the usage text plus a hint plus the error."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """``--debug`` anywhere on the line (``fastsam-geo segment x.tif -o y.gpkg --debug``), not
+        only before the command: it is moved to the front, up to a ``--`` separator."""
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            args = ["--debug"] + [a for a in args[:end] if a != "--debug"] + args[end:]
+        return super().parse_args(ctx, args)
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         if not standalone_mode:
@@ -247,7 +257,8 @@ def info(raster, tile_size, overlap, as_json):
 
 @main.command()
 @click.option("-o", "--output", default="sample_buildings.gpkg", show_default=True,
-              type=click.Path(dir_okay=False, path_type=Path), help="Where to write the buildings.")
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the buildings (relative to the current folder); the full path is printed.")
 @click.option("--device", default="auto", show_default=True)
 @handle_errors
 def demo(output, device):
@@ -260,7 +271,7 @@ def demo(output, device):
     gdf = segment_raster(SAMPLE_IMAGE, device=device, output=output)
     r = run_evaluate(gdf, SAMPLE_LABELS, iou=0.5, ignore_partial=True)
     click.echo(f"Found {len(gdf)} buildings in {SAMPLE_IMAGE.name} ({time.perf_counter() - t0:.1f} s) "
-               f"-> {output}\nAgainst its OpenStreetMap footprints: precision {r.precision:.2f}, "
+               f"-> {Path(output).resolve()}\nAgainst its OpenStreetMap footprints: precision {r.precision:.2f}, "
                f"recall {r.recall:.2f}, F1@0.5 {r.f1:.2f}\n{ATTRIBUTION}")
 
 

@@ -8,6 +8,7 @@ bar (``tqdm.auto``: a widget in Jupyter, text on stderr in a terminal).
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 from .types import Progress, ProgressCallback
@@ -40,11 +41,55 @@ class TqdmProgress:
             self.bar.close()
 
 
+class LogProgress:
+    """Progress for a non-terminal (a log file, CI, ``2> log``): a tqdm bar there writes one line per
+    update, so instead a plain line at most every ``every`` seconds or 25 % of the tiles, and at the end."""
+
+    def __init__(self, *, desc: str = "segmenting", every: float = 30.0, stream=None):
+        self.desc, self.every, self.stream = desc, every, stream
+        self._last_t = self._last_frac = None
+        self._last: Progress | None = None
+        self._written: Progress | None = None
+
+    def __call__(self, p: Progress) -> bool:
+        self._last = p
+        now, frac = time.monotonic(), p.done / p.total if p.total else 0.0
+        if self._last_t is None or now - self._last_t >= self.every or frac - self._last_frac >= 0.25:
+            self._write(p)
+            self._last_t, self._last_frac = now, frac
+        return True
+
+    def _write(self, p: Progress) -> None:
+        self._written = p
+        print(f"{self.desc}: {p.done}/{p.total} tiles, {p.objects} objects", file=self.stream or sys.stderr,
+              flush=True)
+
+    def close(self) -> None:
+        """The last state, unless it was just written (the object count changes after the last tile)."""
+        if self._last is not None and self._last != self._written:
+            self._write(self._last)
+
+
+def interactive() -> bool:
+    """Whether a live bar can be drawn: stderr is a terminal, or a Jupyter kernel runs (a widget)."""
+    return "ipykernel" in sys.modules or bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def write(message: str) -> None:
+    """A line on stderr that does not tear a live progress bar (tqdm clears and redraws it)."""
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
 def as_callback(progress: bool | ProgressCallback | None) -> tuple[ProgressCallback | None, Callable[[], None]]:
     """``(callback, close)`` for what the API's ``progress`` argument accepts: ``None`` or
     ``False`` (no progress), ``True`` (a tqdm bar), or a callback (used as it is)."""
     if progress is True:
-        bar = TqdmProgress()
+        bar = TqdmProgress() if interactive() else LogProgress()
         return bar, bar.close
     if progress is None or progress is False:
         return None, lambda: None

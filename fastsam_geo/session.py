@@ -32,7 +32,7 @@ from .progress import as_callback
 from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_objects, union
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
-from .types import Instances, MergedObject, ProgressCallback
+from .types import Instances, MergedObject, Progress, ProgressCallback
 from .vectorize import object_geometry, objects_to_records
 
 COLUMNS = {"score": "float32", "area_m2": "float64"}
@@ -203,6 +203,9 @@ class SegmentedRaster:
                 obj_emb = self._object_embeddings(objects, embed)
                 for p in texts:
                     rows[p.prompt_id] = rank_objects(objects, obj_emb, embed.embed_texts([p.text])[0], p.top_k)
+            if callback is not None:  # the bar ends on the prompt objects found, not the run's merged objects
+                found = sum(any(o is not None for o, _ in r) for r in rows.values())
+                callback(Progress(stats.tiles, stats.tiles, found))
         finally:
             close()
         gdf = self._prompt_frame(pobjs, rows)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ SHARED = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared"))
 os.environ["YOLO_OFFLINE"] = "true"
 os.environ["HF_HUB_OFFLINE"] = "1"  # open_clip / huggingface_hub: never try the network
 os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="fsg-yolo-")
+atexit.register(shutil.rmtree, os.environ["YOLO_CONFIG_DIR"], ignore_errors=True)  # leave nothing in /tmp
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Property tests explore new random examples on every local run (and keep failures in

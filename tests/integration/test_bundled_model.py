@@ -49,11 +49,12 @@ def test_bundled_model_on_the_shipped_sample_keeps_its_f1():
 def test_demo_command_runs_offline(tmp_path):
     exe = Path(sys.executable).with_name("fastsam-geo")
     env = {**os.environ, "YOLO_OFFLINE": "true", "HOME": str(tmp_path)}
-    r = subprocess.run([str(exe), "demo", "-o", str(tmp_path / "b.gpkg")], capture_output=True, text=True,
-                       env=env, timeout=300)
+    r = subprocess.run([str(exe), "demo"], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Found" in r.stdout and "buildings" in r.stdout and "OpenStreetMap" in r.stdout
-    assert len(gpd.read_file(tmp_path / "b.gpkg")) > 10
+    out = tmp_path / "sample_buildings.gpkg"  # the current folder by default, and the full path printed
+    assert f"-> {out}" in r.stdout, r.stdout
+    assert len(gpd.read_file(out)) > 10 and sorted(p.name for p in tmp_path.iterdir()) == ["sample_buildings.gpkg"]
 
 
 @pytest.mark.parametrize("name", ["buildings-nano", "buildings-nano.pt"])

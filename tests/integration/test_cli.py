@@ -266,3 +266,14 @@ def test_output_piped_into_head_is_not_an_error(scene_tif):
     p.stdout.close()  # like head: stop reading after the first bytes
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 0 and "Error" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("where", ["before", "after", "middle"])
+def test_debug_works_anywhere_on_the_line(tmp_path, where):
+    """--debug shows the traceback wherever it is typed; without it, one line."""
+    args = ["info", str(tmp_path / "missing.tif")]
+    args = {"before": ["--debug", *args], "after": [*args, "--debug"], "middle": [args[0], "--debug", args[1]]}[where]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code != 0 and type(r.exception).__name__ == "RasterError", (r.output, r.exception)
+    r = CliRunner().invoke(main, [a for a in args if a != "--debug"])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit) and "no such file" in r.output
