@@ -215,6 +215,16 @@ def test_a_prompt_that_selects_nothing_is_null_geometry_and_nan_score(rasters, t
         assert first["geometry"] is None and first["properties"]["score"] is None
 
 
+@pytest.mark.parametrize("ext", FORMATS)
+def test_an_empty_geometry_is_written_as_null(tmp_path, ext):
+    from fastsam_geo import io
+
+    gdf = gpd.GeoDataFrame({"score": [np.nan, 0.5]}, geometry=[shapely.Polygon(), shapely.box(0, 0, 1, 1)],
+                           crs="EPSG:32633")
+    back = read(io.write(gdf, tmp_path / f"e{ext}", dst_crs="EPSG:32633"))
+    assert back.geometry[0] is None and np.isnan(back.score[0]) and back.geometry[1].geom_type == "MultiPolygon"
+
+
 # -- provenance ------------------------------------------------------------------------------------
 
 def test_provenance_columns_let_runs_be_merged(rasters, tmp_path):
