@@ -132,6 +132,8 @@ def main(debug: bool) -> None:
               help="Output vector file: .gpkg, .parquet (GeoParquet), .geojson or .fgb.")
 @click.option("--layer", default=None, show_default="the output file's name",
               help="Layer name; in an existing GeoPackage only this layer is written or replaced.")
+@click.option("--dst-crs", default=None, show_default="the raster's; GeoJSON: WGS 84 lon/lat (RFC 7946)",
+              help="Write the polygons in this CRS, e.g. EPSG:4326 (area_m2 is geodesic either way).")
 @click.option("-m", "--model", default=None, show_default="bundled buildings-nano",
               help="Weights: FastSAM-s.pt or FastSAM-x.pt (from $FASTSAM_GEO_WEIGHTS or ~/.cache/fastsam-geo/weights, "
                    "never the current folder; SHA-256 checked), or a YOLOv8-seg .pt path (a checkpoint is code: it "
@@ -177,7 +179,7 @@ def main(debug: bool) -> None:
 @handle_errors
 def segment(raster, output, layer, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
             max_det, tta, dedup, skip_failed_tiles, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts,
-            clip, bbox, cache, quiet):
+            clip, bbox, cache, quiet, dst_crs):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
@@ -189,10 +191,11 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
                       device=device, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, batch_size=batch_size,
                       tta=tta, dedup=dedup, min_area=min_area, simplify=simplify, skip_failed_tiles=skip_failed_tiles)
     check_output(output, inputs=[raster, prompts_file], layer=layer)
-    if prompt_crs is not None:
-        from .coords import parse_crs
+    for crs in (prompt_crs, dst_crs):
+        if crs is not None:
+            from .coords import parse_crs
 
-        parse_crs(prompt_crs)  # fail early, one line
+            parse_crs(crs)  # fail early, one line
     prompts = [parse_point(p, prompt_crs) for p in points] + [parse_box(b, prompt_crs) for b in boxes]
     if prompts_file is not None:
         prompts += read_prompts(prompts_file)
@@ -206,11 +209,11 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
     sr = SegmentedRaster(raster, segmenter=model, options=options, cache=single_call_cache(cache, bool(prompts)),
                          text_embedder=clip)
     if prompts:
-        gdf = sr.prompt(prompts, progress=not quiet, output=output, layer=layer, stats=stats)
+        gdf = sr.prompt(prompts, progress=not quiet, output=output, layer=layer, stats=stats, dst_crs=dst_crs)
         what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"
     else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
         n = sr.segment_to_file(output, layer=layer, bbox=area, bbox_crs=prompt_crs, progress=not quiet,
-                               stats=stats)
+                               stats=stats, dst_crs=dst_crs)
         what = f"{n} objects"
     for tile, error in stats.failed:
         x0, y0, x1, y1 = tile.box

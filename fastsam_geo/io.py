@@ -46,6 +46,10 @@ from .atomic import (  # noqa: F401 - re-exported: TEMP_NAME, temp_name, scope c
     temp_name,
 )
 from .errors import InputError, LeftoverFilesWarning, OutputError  # noqa: F401
+from .vectorize import as_multipolygons
+
+WGS84 = CRS.from_user_input("OGC:CRS84")
+"""GeoJSON's CRS (RFC 7946): WGS 84, longitude then latitude."""
 
 _GPKG_BAD_FIRST = frozenset(string.punctuation) - {"_"}  # GDAL refuses GeoPackage layer names starting so
 
@@ -139,16 +143,35 @@ def _gpkg_layer(stem: str) -> str:
     return name
 
 
-def write(gdf: gpd.GeoDataFrame, path: str | os.PathLike, *, layer: str | None = None) -> Path:
+def write(gdf: gpd.GeoDataFrame, path: str | os.PathLike, *, layer: str | None = None,
+          dst_crs: object = None) -> Path:
     """Write ``gdf`` to ``path`` in the format its extension names, atomically.
 
-    Same rules as :func:`write_stream` (it is one batch of it): GeoPackage and FlatGeobuf
-    layers are MultiPolygon; an empty frame still writes a valid layer with its schema.
+    Same rules as :func:`write_stream` (it is one batch of it): every layer is MultiPolygon,
+    in ``dst_crs`` (see :func:`output_crs`); an empty frame still writes a valid layer with its schema.
     """
     columns = {c: str(gdf[c].dtype) for c in gdf.columns if c != gdf.geometry.name}
-    batch = (list(gdf.geometry.values), {c: gdf[c].to_numpy() for c in columns})
-    write_stream(iter([batch]), path, gdf.crs, columns, layer=layer)
+    geoms = gdf.geometry.values
+    batch = (list(geoms), {c: gdf[c].to_numpy() for c in columns})
+    write_stream(iter([batch]), path, gdf.crs, columns, layer=layer, dst_crs=dst_crs,
+                 spatial_index=not bool((geoms.isna() | geoms.is_empty).any()))
     return Path(path)
+
+
+def output_crs(path: str | os.PathLike, crs: CRS, dst_crs: object = None) -> CRS:
+    """The CRS a layer is written in: ``dst_crs`` if given (anything pyproj reads; a bad one is
+    a :class:`~fastsam_geo.errors.CRSError`), else WGS 84 lon/lat for GeoJSON (RFC 7946), else
+    ``crs`` (the raster's)."""
+    from .coords import parse_crs
+
+    if dst_crs is not None:
+        return parse_crs(dst_crs)
+    return WGS84 if output_format(path) == "GeoJSON" else crs
+
+
+def is_wgs84(crs: CRS) -> bool:
+    """Whether ``crs`` is WGS 84 longitude/latitude (EPSG:4326 or OGC:CRS84, any axis order)."""
+    return crs.equals(WGS84, ignore_axis_order=True)
 
 
 def read_vector(path: str | os.PathLike, *, layer: str | None = None) -> gpd.GeoDataFrame:
@@ -226,29 +249,36 @@ def _label(value: object, path: str | os.PathLike, i: int) -> int:
 
 
 def write_stream(batches: Iterator[tuple[list, dict[str, np.ndarray]]], path: str | os.PathLike, crs: CRS,
-                 columns: dict[str, str], *, layer: str | None = None) -> int:
-    """Write ``(geometries, {column: values})`` batches to ``path`` as they arrive; return the count.
+                 columns: dict[str, str], *, layer: str | None = None, dst_crs: object = None,
+                 spatial_index: bool = True) -> int:
+    """Write ``(geometries in crs, {column: values})`` batches to ``path`` as they arrive; return the count.
 
-    Nothing is held beyond one batch, so output size does not limit memory. GeoPackage and
-    FlatGeobuf layers are MultiPolygon (Polygons promoted, one schema for the whole stream);
-    GeoParquet and GeoJSON keep each geometry's own type. The layer is named ``layer``, else
-    after the file's stem; in an existing GeoPackage only that layer is replaced. Written to
-    a temporary file and renamed when complete: a failure (re-raised as it was, Ctrl-C and
+    Nothing is held beyond one batch, so output size does not limit memory. Every format's
+    layer is MultiPolygon (Polygons promoted: one type per layer, the same in every format);
+    empty geometries and NaN numbers are written as NULL. Geometries are reprojected to
+    :func:`output_crs` (``dst_crs``; GeoJSON defaults to RFC 7946 WGS 84 lon/lat, written with
+    no ``crs`` member). The layer is named ``layer``, else after the file's stem (GeoParquet
+    has no layer names); in an existing GeoPackage only that layer is replaced; a new one is
+    GeoPackage 1.2 (GDAL before 3.7, in QGIS 3.28 and older, warns on 1.4 files). FlatGeobuf
+    gets a spatial index unless ``spatial_index`` is False (its index cannot hold a NULL
+    geometry: :func:`write` turns it off for a layer that has one). Written to a
+    temporary file and renamed when complete: a failure (re-raised as it was, Ctrl-C and
     SIGTERM included) leaves no temporary file and the previous output as it was.
     """
     driver = check_output(path, layer=layer)
     path = Path(path)
     name = layer_name(path, layer)
+    out_crs = output_crs(path, crs, dst_crs)
     remove_leftovers(path.parent)
-    schema, types = _arrow_schema(columns)
+    schema, types = _arrow_schema(columns, covering=driver == "Parquet")
     count = [0]
     failure: list[BaseException] = []
-    arrow = _record_batches(batches, schema, types, driver in ("GPKG", "FlatGeobuf"), count, failure)
+    arrow = _record_batches(batches, schema, types, (crs, out_crs), count, failure)
     tmp = reserve(path)
     try:
         if driver == "GPKG" and path.is_file() and path.stat().st_size:
             copy_geopackage(path, tmp)
-        _write_driver(arrow, schema, tmp, driver, crs, name)
+        _write_driver(arrow, schema, tmp, driver, out_crs, name, spatial_index)
         commit(tmp, path)
     except BaseException as exc:
         discard(tmp)
@@ -260,42 +290,58 @@ def write_stream(batches: Iterator[tuple[list, dict[str, np.ndarray]]], path: st
     return count[0]
 
 
-def _arrow_schema(columns: dict[str, str]):
-    """The Arrow schema of a stream (attribute columns, then WKB geometry) and its column types."""
+BBOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def _arrow_schema(columns: dict[str, str], *, covering: bool = False):
+    """The Arrow schema of a stream (attribute columns, then WKB geometry, then with ``covering``
+    GeoParquet 1.1's ``bbox`` struct column) and its attribute column types."""
     import pyarrow as pa
 
     types = {name: pa.string() if dtype in ("object", "str", "string") else pa.from_numpy_dtype(np.dtype(dtype))
              for name, dtype in columns.items()}
     fields = [pa.field(name, t) for name, t in types.items()]
     wkb_meta = {b"ARROW:extension:name": b"geoarrow.wkb"}
-    return pa.schema([*fields, pa.field("geometry", pa.binary(), metadata=wkb_meta)]), types
+    fields.append(pa.field("geometry", pa.binary(), metadata=wkb_meta))
+    if covering:
+        fields.append(pa.field("bbox", pa.struct([pa.field(k, pa.float64()) for k in BBOX_FIELDS])))
+    return pa.schema(fields), types
 
 
-def _record_batches(batches, schema, types, multi: bool, count: list, failure: list):
-    """Arrow record batches of the ``(geometries, values)`` batches; an exception raised while
-    producing them (the pipeline's, or Ctrl-C/SIGTERM) is kept in ``failure`` so it is re-raised
-    as it was, not as the writer's wrapping of it."""
+def _record_batches(batches, schema, types, crs: tuple[CRS, CRS], count: list, failure: list):
+    """Arrow record batches of the ``(geometries, values)`` batches, geometries reprojected from
+    ``crs[0]`` to ``crs[1]``; an exception raised while producing them (the pipeline's, or
+    Ctrl-C/SIGTERM) is kept in ``failure`` so it is re-raised as it was, not as the writer's
+    wrapping of it."""
     import pyarrow as pa
 
+    from .coords import transform_geometries
+
+    covering = "bbox" in schema.names
     try:
         for geoms, values in batches:
-            if not geoms:
+            if not len(geoms):
                 continue
-            arr = np.asarray(geoms, dtype=object)
-            arr[shapely.is_missing(arr) | shapely.is_empty(arr)] = None  # empty -> null geometry
-            if multi:
-                single = shapely.get_type_id(arr) == 3  # Polygon
-                arr[single] = [shapely.MultiPolygon([g]) for g in arr[single]]
+            arr = as_multipolygons(geoms)  # empty -> NULL; one type per layer
+            arr = transform_geometries(arr, *crs)
             count[0] += len(arr)
-            cols = [pa.array(list(values[name]) if types[name] == pa.string() else np.asarray(values[name]),
-                             type=types[name]) for name in types]
-            yield pa.record_batch([*cols, pa.array(shapely.to_wkb(arr))], schema=schema)
+            cols = [pa.array(list(values[name]), type=t) if t == pa.string()
+                    else pa.array(np.asarray(values[name]), type=t, from_pandas=True)  # NaN -> NULL
+                    for name, t in types.items()]
+            cols.append(pa.array(shapely.to_wkb(arr), type=pa.binary()))
+            if covering:
+                missing = shapely.is_missing(arr)
+                b = shapely.bounds(arr)
+                cols.append(pa.StructArray.from_arrays([pa.array(b[:, i]) for i in range(4)], names=BBOX_FIELDS,
+                                                       mask=pa.array(missing)))
+            yield pa.record_batch(cols, schema=schema)
     except BaseException as exc:
         failure.append(exc)
         raise
 
 
-def _write_driver(arrow, schema, tmp: Path, driver: str, crs: CRS, name: str | None) -> None:
+def _write_driver(arrow, schema, tmp: Path, driver: str, crs: CRS, name: str | None,
+                  spatial_index: bool = True) -> None:
     """Stream the batches into ``tmp`` with the format's writer; the layer is called ``name``."""
     import pyarrow as pa
 
@@ -303,23 +349,45 @@ def _write_driver(arrow, schema, tmp: Path, driver: str, crs: CRS, name: str | N
         _write_geoparquet_stream(arrow, schema, tmp, crs)
         return
     reader = pa.RecordBatchReader.from_batches(schema, arrow)
-    options = {"SPATIAL_INDEX": "YES"} if driver == "FlatGeobuf" else {}
-    multi = driver in ("GPKG", "FlatGeobuf")
+    options, created = {}, {}
+    if driver == "FlatGeobuf":
+        options = {"SPATIAL_INDEX": "YES" if spatial_index else "NO"}
+    elif driver == "GeoJSON" and is_wgs84(crs):  # RFC 7946: no crs member, counter-clockwise outer rings
+        options = {"RFC7946": "YES"}
+    elif driver == "GPKG" and tmp.stat().st_size == 0:  # a new file, not a copy with other layers
+        created = {"VERSION": "1.2"}
     with gdal_path(tmp) as target:
         pyogrio.write_arrow(reader, target, driver=driver, layer=name, geometry_name="geometry",
-                            geometry_type="MultiPolygon" if multi else "Unknown", crs=crs.to_wkt(),
-                            layer_options=options)
+                            geometry_type="MultiPolygon", crs=crs.to_wkt(), layer_options=options,
+                            dataset_options=created)
+
+
+def geoparquet_metadata(crs: CRS, bbox: list[float] | None = None) -> dict:
+    """GeoParquet 1.1 ``geo`` metadata of our layers: one WKB MultiPolygon column ``geometry``
+    in ``crs`` (PROJJSON), covered by the ``bbox`` struct column, ``bbox`` the layer's extent."""
+    col = {"encoding": "WKB", "geometry_types": ["MultiPolygon"], "crs": crs.to_json_dict(),
+           "covering": {"bbox": {k: ["bbox", k] for k in BBOX_FIELDS}}}
+    if bbox is not None:
+        col["bbox"] = bbox
+    return {"version": "1.1.0", "primary_column": "geometry", "columns": {"geometry": col}}
 
 
 def _write_geoparquet_stream(batches, schema, path: Path, crs: CRS) -> None:
-    """GeoParquet 1.1 (WKB) written one row group per batch, with its ``geo`` metadata."""
+    """GeoParquet 1.1 (WKB, bbox covering column) written one row group per batch; its ``geo``
+    metadata, with the layer's extent, goes in the footer once every batch is written."""
     import json
 
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    geo = {"version": "1.1.0", "primary_column": "geometry",
-           "columns": {"geometry": {"encoding": "WKB", "geometry_types": [], "crs": crs.to_json_dict()}}}
-    schema = schema.with_metadata({b"geo": json.dumps(geo).encode()})
+    extent = np.array([np.inf, np.inf, -np.inf, -np.inf])
     with open(path, "wb") as f, pq.ParquetWriter(f, schema) as writer:  # a file object: no URI parsing
         for batch in batches:
-            writer.write_batch(batch.replace_schema_metadata(schema.metadata))
+            box = batch.column("bbox")
+            if box.null_count < len(box):
+                lo = [pc.min(pc.struct_field(box, [i])).as_py() for i in range(2)]
+                hi = [pc.max(pc.struct_field(box, [i])).as_py() for i in range(2, 4)]
+                extent = np.r_[np.minimum(extent[:2], lo), np.maximum(extent[2:], hi)]
+            writer.write_batch(batch)
+        bbox = [float(v) for v in extent] if np.isfinite(extent).all() else None
+        writer.add_key_value_metadata({"geo": json.dumps(geoparquet_metadata(crs, bbox))})

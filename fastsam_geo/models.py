@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -50,6 +51,24 @@ def load_segmenter(model: object = None, options: Options | None = None, **kwarg
     if callable(model):
         return model  # type: ignore[return-value]
     raise InputError(f"segmenter must be None, a weights path or a callable, got {type(model).__name__}")
+
+
+def model_name(model: object = None) -> str:
+    """A short name of a segmenter specification for the ``model`` column of outputs (known
+    without loading anything): ``buildings-nano``, a weights file's name (``FastSAM-s.pt``,
+    ``roofs.pt``), a factory spec, or a callable's ``name`` attribute (else its class or
+    function name)."""
+    if model is None:
+        return Path(DEFAULT_MODEL).stem
+    if _is_factory(model):
+        return str(model)
+    if isinstance(model, str | os.PathLike):
+        name = Path(model).name
+        return Path(name).stem if name == DEFAULT_MODEL else name
+    name = getattr(model, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    return getattr(model, "__name__", None) or type(model).__name__
 
 
 def segmenter_key(model: object = None, options: Options | None = None) -> str | None:

@@ -244,11 +244,38 @@ def _points_to_pixels(prompts: Sequence[Prompt], frame: _Frame) -> dict[int, tup
 
 
 def _raise_outside(i, p, raster_crs, transform, width, height):
+    """:class:`PromptError` naming prompt ``i`` and the raster's bounds in the raster's CRS and,
+    when the prompt has another CRS, in the prompt's (what the user can compare their numbers with)."""
     corners = [transform @ c for c in ((0, 0), (width, 0), (0, height), (width, height))]
     xs, ys = zip(*corners)
-    where = f" in {crs_name(parse_crs(p.crs))}" if getattr(p, "crs", None) is not None else ""
+    bounds = (min(xs), min(ys), max(xs), max(ys))
+    src = parse_crs(p.crs) if getattr(p, "crs", None) is not None else None
+    where, also = "", ""
+    if src is not None:
+        where = f" in {crs_name(src)}"
+        if src != raster_crs:
+            theirs = _bounds_in(bounds, raster_crs, src)
+            also = f" = {_fmt(theirs)} in {crs_name(src)}" if theirs is not None else ""
     raise PromptError(f"prompt {i} ({describe(p)}{where}) lies outside the raster, whose bounds are "
-                      f"({min(xs):.6g}, {min(ys):.6g}, {max(xs):.6g}, {max(ys):.6g}) in {crs_name(raster_crs)}")
+                      f"{_fmt(bounds)} in {crs_name(raster_crs)}{also}")
+
+
+def _fmt(bounds) -> str:
+    return "(" + ", ".join(f"{v:.10g}" for v in bounds) + ")"  # lon/lat to ~1 cm
+
+
+def _bounds_in(bounds, crs: CRS, dst: CRS) -> tuple[float, ...] | None:
+    """The ``(xmin, ymin, xmax, ymax)`` of ``bounds`` (in ``crs``) in ``dst``, edges densified;
+    None where they cannot be transformed."""
+    x0, y0, x1, y1 = bounds
+    t = np.linspace(0.0, 1.0, 33)
+    xs = np.concatenate([x0 + (x1 - x0) * t, np.full(33, x1), x1 - (x1 - x0) * t, np.full(33, x0)])
+    ys = np.concatenate([np.full(33, y0), y0 + (y1 - y0) * t, np.full(33, y1), y1 - (y1 - y0) * t])
+    try:
+        tx, ty = transform_xy(xs, ys, crs, dst)
+    except Exception:  # outside the area of use, or no transformation: the raster's bounds suffice
+        return None
+    return float(tx.min()), float(ty.min()), float(tx.max()), float(ty.max())
 
 
 # -- selection (pure, raster pixels) -----------------------------------------------------------

@@ -21,11 +21,11 @@ import shapely
 
 from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
-from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
-from .errors import EmptyResultWarning, InputError, RasterError
+from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs, transform_geometries
+from .errors import CRSError, EmptyResultWarning, InputError, RasterError
 from .masks import Regions, suppress_duplicates
 from .merge import SeamMerger
-from .models import SegmentFn, check_segmenter, load_segmenter, segmenter_key
+from .models import SegmentFn, check_segmenter, load_segmenter, model_name, segmenter_key
 from .options import Options
 from .pipeline import RunStats, VectorOptions, iter_objects, segment_tile, staged
 from .progress import as_callback
@@ -33,14 +33,16 @@ from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_obj
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
 from .types import Instances, MergedObject, Progress, ProgressCallback
-from .vectorize import object_geometry, objects_to_records
+from .vectorize import as_multipolygons, object_geometry, objects_to_records
 
-COLUMNS = {"score": "float32", "area_m2": "float64"}
+COLUMNS = {"score": "float32", "area_m2": "float64", "source": "object", "model": "object"}
+"""A result's columns besides ``geometry``; ``source`` (the raster as given) and ``model`` (see
+:func:`~fastsam_geo.models.model_name`) let layers of several runs be merged."""
 CACHE_FORMAT = 2
 """Bumped when what a tile's cached instances mean changes (2: nodata as GDAL's dataset mask,
 per-tile nodata pixels kept)."""
 PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
-                  "area_m2": "float64"}
+                  "area_m2": "float64", "source": "object", "model": "object"}
 
 
 def single_call_cache(cache: str | os.PathLike | bool | None, prompting: bool):
@@ -82,6 +84,7 @@ class SegmentedRaster:
         self._text_spec = text_embedder
         self._embedder = None
         self.store = self._open_store(cache)
+        self.provenance = {"source": self.path, "model": model_name(segmenter)}
         self._all: list[MergedObject] | None = None  # every object, once all tiles were segmented
         self._all_emb: dict[str, np.ndarray] = {}  # their embeddings, per text embedder
 
@@ -96,13 +99,15 @@ class SegmentedRaster:
 
     def segment(self, *, bbox: tuple[float, float, float, float] | None = None, bbox_crs: object = None,
                 progress: bool | ProgressCallback | None = None, output: str | os.PathLike | None = None,
-                layer: str | None = None, stats: RunStats | None = None) -> gpd.GeoDataFrame:
-        """Every object (in ``bbox`` if given), as polygons in the raster's CRS.
+                layer: str | None = None, stats: RunStats | None = None, dst_crs: object = None) -> gpd.GeoDataFrame:
+        """Every object (in ``bbox`` if given), as MultiPolygons in the raster's CRS (``dst_crs``
+        if given, for the frame and ``output``; a GeoJSON ``output`` defaults to WGS 84).
 
         ``progress``: ``True`` for a progress bar, or a callback (see :mod:`fastsam_geo.progress`).
         """
         if output is not None:
             io.check_output(output, inputs=[self.path], layer=layer)
+        dst = self.check_dst_crs(dst_crs)
         geoms: list = []
         cols: dict[str, list] = {c: [] for c in COLUMNS}
         callback, close = as_callback(progress)
@@ -122,22 +127,24 @@ class SegmentedRaster:
             gdf = io.empty_frame(self.info.crs, COLUMNS)
             warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
                           EmptyResultWarning, stacklevel=2)
+        gdf = _to_crs(gdf, dst)
         if output is not None:
-            io.write(gdf, output, layer=layer)
+            io.write(gdf, output, layer=layer, dst_crs=dst)
         return gdf
 
     def segment_to_file(self, output: str | os.PathLike, *, layer: str | None = None,
                         bbox: tuple[float, float, float, float] | None = None,
                         bbox_crs: object = None, progress: bool | ProgressCallback | None = None,
-                        stats: RunStats | None = None) -> int:
+                        stats: RunStats | None = None, dst_crs: object = None) -> int:
         """Like :meth:`segment`, but polygons stream to ``output`` as tiles finish (nothing held
         in memory beyond a batch); returns how many were written. For rasters whose result
         would not fit in memory, and what the CLI uses."""
         io.check_output(output, inputs=[self.path], layer=layer)
+        dst = self.check_dst_crs(dst_crs)
         callback, close = as_callback(progress)
         try:
             with self.reader, contextlib.closing(self._batches(bbox, bbox_crs, callback, stats)) as batches:
-                n = io.write_stream(batches, output, self.info.crs, COLUMNS, layer=layer)
+                n = io.write_stream(batches, output, self.info.crs, COLUMNS, layer=layer, dst_crs=dst)
         finally:
             close()
         if n == 0:
@@ -164,7 +171,8 @@ class SegmentedRaster:
                 scores = [v for v, k in zip(scores, keep) if k]
             stats.objects += len(geoms)
             arr = np.asarray(geoms, dtype=object)
-            return geoms, {"score": np.asarray(scores, np.float32), "area_m2": geodesic_areas(arr, crs)}
+            return geoms, {"score": np.asarray(scores, np.float32), "area_m2": geodesic_areas(arr, crs),
+                           **{k: np.full(len(geoms), v, dtype=object) for k, v in self.provenance.items()}}
 
         yield from self._iter(progress, stats, tiles, regions, vectorise)
         if stats.tiles and stats.tiles_skipped == stats.tiles:  # before any output file is renamed
@@ -173,15 +181,18 @@ class SegmentedRaster:
 
     def prompt(self, prompts: Sequence[Prompt], *, progress: bool | ProgressCallback | None = None,
                output: str | os.PathLike | None = None, layer: str | None = None,
-               stats: RunStats | None = None) -> gpd.GeoDataFrame:
+               stats: RunStats | None = None, dst_crs: object = None) -> gpd.GeoDataFrame:
         """The objects the prompts select: one row per prompt object, in prompt order.
 
         Columns: ``prompt_id`` (index of the defining prompt in ``prompts``), ``prompt_type``,
-        ``found``, ``score``, ``area_m2``, ``geometry`` (empty when nothing was selected; a
-        warning names those prompts). See :mod:`fastsam_geo.prompts` for the rules.
+        ``found``, ``score``, ``area_m2``, ``source``, ``model``, ``geometry`` (a MultiPolygon
+        in the raster's CRS, or ``dst_crs``). A prompt that selects nothing keeps its row with
+        ``found`` False, no geometry (None; NULL in files) and NaN ``score`` and ``area_m2``
+        (NULL in files); a warning names those prompts. See :mod:`fastsam_geo.prompts` for the rules.
         """
         if output is not None:
             io.check_output(output, inputs=[self.path], layer=layer)
+        dst = self.check_dst_crs(dst_crs)
         stats = stats if stats is not None else RunStats()
         pobjs, background = to_pixel_objects(list(prompts), self.info.crs, self.info.transform,
                                              self.info.width, self.info.height)
@@ -213,10 +224,26 @@ class SegmentedRaster:
         if missing:
             shown = ", ".join(map(str, missing[:10])) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             warnings.warn(f"{len(missing)} of {len(gdf)} prompt(s) selected no object (prompt_id {shown}); their "
-                          "rows have empty geometries", EmptyResultWarning, stacklevel=2)
+                          "rows have no geometry", EmptyResultWarning, stacklevel=2)
+        gdf = _to_crs(gdf, dst)
         if output is not None:
-            io.write(gdf, output, layer=layer)
+            io.write(gdf, output, layer=layer, dst_crs=dst)
         return gdf
+
+    def check_dst_crs(self, dst_crs: object) -> object:
+        """``dst_crs`` as a :class:`pyproj.CRS` (None stays None) the raster's extent can be
+        expressed in; :class:`~fastsam_geo.errors.CRSError` otherwise, before any tile is read."""
+        if dst_crs is None:
+            return None
+        crs = parse_crs(dst_crs)
+        x0, y0, x1, y1 = self.info.bounds
+        ring = shapely.segmentize(shapely.box(x0, y0, x1, y1), max(x1 - x0, y1 - y0) / 16)
+        try:
+            transform_geometries(np.array([ring]), self.info.crs, crs)
+        except Exception as exc:  # pyproj's ProjError too: no transformation between the two
+            raise CRSError(f"cannot write the output in {crs_name(crs)}: the raster's extent "
+                           f"({crs_name(self.info.crs)}) cannot be transformed to it ({exc})") from None
+        return crs
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -341,14 +368,17 @@ class SegmentedRaster:
                             obj, self.info.transform, min_component=self.vector.min_component,
                             min_hole=self.vector.min_hole, simplify=self.vector.simplify))
                     geom = traced[id(obj)][1]
-                recs.append((p.prompt_id, p.kind, geom is not None, score, geom))
+                found = geom is not None and not geom.is_empty
+                recs.append((p.prompt_id, p.kind, found, score if found else float("nan"), geom if found else None))
         if not recs:
             return io.empty_frame(self.info.crs, PROMPT_COLUMNS)
-        geoms = np.asarray([g if g is not None else shapely.Polygon() for *_, g in recs], dtype=object)
+        geoms = as_multipolygons([g for *_, g in recs])  # nothing selected: None, NULL in files
+        found = np.asarray([r[2] for r in recs], bool)
         return gpd.GeoDataFrame(
             {"prompt_id": np.asarray([r[0] for r in recs], np.int64), "prompt_type": [r[1] for r in recs],
-             "found": np.asarray([r[2] for r in recs], bool), "score": np.asarray([r[3] for r in recs], np.float32),
-             "area_m2": geodesic_areas(geoms, self.info.crs)},
+             "found": found, "score": np.asarray([r[3] for r in recs], np.float32),
+             "area_m2": np.where(found, geodesic_areas(geoms, self.info.crs), np.nan),
+             **{k: [v] * len(recs) for k, v in self.provenance.items()}},
             geometry=gpd.GeoSeries(geoms, crs=self.info.crs), crs=self.info.crs)
 
 
@@ -383,6 +413,13 @@ class _LazySegmenter:
 
     def __call__(self, images):
         return self.decode(self.infer(self.prepare(images)))
+
+
+def _to_crs(gdf: gpd.GeoDataFrame, crs) -> gpd.GeoDataFrame:
+    """``gdf`` reprojected to ``crs`` (None: as it is); ``area_m2`` stays (it is geodesic)."""
+    if crs is None or gdf.crs == crs:
+        return gdf
+    return gdf.set_geometry(transform_geometries(gdf.geometry.values, gdf.crs, crs), crs=crs)
 
 
 def _near(objects: list[MergedObject], regions: list[tuple[int, int, int, int]]) -> list[np.ndarray]:

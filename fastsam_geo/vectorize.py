@@ -239,7 +239,8 @@ def objects_to_records(objects: list[MergedObject], transform: Affine, *, min_co
                        min_hole: int = 9, simplify: float = 0.0) -> tuple[list, list[float]]:
     """Vectorise merged objects (raster pixels) with the raster ``transform``.
 
-    Returns ``(geometries, scores)`` for the objects that traced to a non-empty geometry.
+    Returns ``(geometries, scores)`` for the objects that traced to a non-empty geometry; every
+    geometry is a MultiPolygon (see :func:`as_multipolygons`).
     """
     geoms, scores = [], []
     for obj in objects:
@@ -247,4 +248,20 @@ def objects_to_records(objects: list[MergedObject], transform: Affine, *, min_co
         if g is not None and not g.is_empty:
             geoms.append(g)
             scores.append(obj.score)
-    return geoms, scores
+    return list(as_multipolygons(geoms)), scores
+
+
+def as_multipolygons(geoms) -> np.ndarray:
+    """Object ``(N,)`` array of the geometries with every Polygon made a one-part MultiPolygon.
+
+    One geometry type per layer, in memory and in every format: GeoPackage and FlatGeobuf
+    declare a layer's type, and a Polygon can become a MultiPolygon without loss while the
+    reverse cannot (an object split by nodata, or joined across tiles, has 2-3 parts). Empty
+    geometries become None (a missing geometry: NULL in every format); anything else is kept.
+    """
+    arr = np.empty(len(geoms), dtype=object)
+    arr[:] = list(geoms)
+    arr[shapely.is_missing(arr) | shapely.is_empty(arr)] = None
+    single = shapely.get_type_id(arr) == 3  # Polygon
+    arr[single] = [MultiPolygon([g]) for g in arr[single]]
+    return arr

@@ -43,8 +43,8 @@ class SegmentPromptsAlgorithm(FastSAMAlgorithm):
                 "field: 1 object, 0 background; points sharing a group value select one object together), each "
                 "polygon's bounding box picks the best matching object, a text (needs the [text] extra and CLIP "
                 "weights) the most similar object. One row per prompt object, in input order; a prompt that "
-                "selects nothing keeps its row with an empty geometry and found = false. Only the tiles the "
-                "prompts touch are segmented.")
+                "selects nothing keeps its row with no geometry (NULL), NULL score and found = false. Only the "
+                "tiles the prompts touch are segmented.")
 
     def initAlgorithm(self, config=None):
         self.add_raster_params()

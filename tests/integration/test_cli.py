@@ -45,8 +45,8 @@ def test_segment_writes_every_format(scene_tif, tmp_path, ext):
     assert r.exit_code == 0, r.output
     gdf = gpd.read_parquet(out) if ext == ".parquet" else gpd.read_file(out)
     assert len(gdf) == len(scene.footprints)
-    assert gdf.crs == scene.crs
-    assert {"score", "area_m2"} <= set(gdf.columns)
+    assert gdf.crs == ("EPSG:4326" if ext == ".geojson" else scene.crs)  # GeoJSON: RFC 7946
+    assert {"score", "area_m2", "source", "model"} <= set(gdf.columns)
     assert not list(tmp_path.glob(".*partial*"))
 
 

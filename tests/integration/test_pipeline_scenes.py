@@ -74,7 +74,7 @@ def test_courtyards_are_holes(tmp_path):
     path = write_scene(scene, tmp_path / "scene.tif")
     gdf = segment_raster(path, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP)
     holes_truth = sum(len(p.interiors) for p in scene.truth_map() if p.geom_type == "Polygon")
-    holes_out = sum(len(p.interiors) for p in gdf.geometry if p.geom_type == "Polygon")
+    holes_out = sum(len(p.interiors) for g in gdf.geometry for p in g.geoms)  # MultiPolygons
     assert holes_truth >= 3 and holes_out == holes_truth
 
 
@@ -135,7 +135,7 @@ def test_empty_result_is_a_valid_layer_with_a_warning(tmp_path):
     out = tmp_path / "out.gpkg"
     with pytest.warns(EmptyResultWarning, match="no objects"):
         gdf = segment_raster(path, segmenter=ColourSegmenter(), output=out)
-    assert len(gdf) == 0 and list(gdf.columns) == ["score", "area_m2", "geometry"]
+    assert len(gdf) == 0 and list(gdf.columns) == ["score", "area_m2", "source", "model", "geometry"]
     import geopandas as gpd
     back = gpd.read_file(out)
     assert len(back) == 0 and {"score", "area_m2"} <= set(back.columns) and back.crs == scene.crs
@@ -317,4 +317,4 @@ def test_a_small_nodata_hole_in_a_building_stays_a_hole(tmp_path):
     (hx0, hx1), (hy1, hy0) = zip(t @ (hole[0], hole[1]), t @ (hole[2], hole[3]))
     nodata = shapely.box(hx0, hy0, hx1, hy1)
     assert gdf.geometry.intersection(nodata).area.sum() == pytest.approx(0, abs=1e-9)
-    assert any(len(g.interiors) for g in gdf.geometry if g.geom_type == "Polygon")
+    assert any(len(p.interiors) for g in gdf.geometry for p in g.geoms)

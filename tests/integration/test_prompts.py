@@ -172,7 +172,7 @@ def test_a_prompt_that_finds_nothing_keeps_its_row(scene):
     with pytest.warns(UserWarning, match=r"^1 of 2 prompt\(s\) selected no object \(prompt_id 0\)"):
         gdf = segment_raster(tif, segmenter=ColourSegmenter(), tile_size=TILE, overlap=OVERLAP,
                              prompts=[PointPrompt(empty_x, empty_y), PointPrompt(b.x, b.y)])
-    assert list(gdf.found) == [False, True] and gdf.geometry[0].is_empty
+    assert list(gdf.found) == [False, True] and gdf.geometry[0] is None and np.isnan(gdf.score[0])
 
 
 @pytest.mark.parametrize("prompt,match", [
