@@ -150,6 +150,8 @@ def main(debug: bool) -> None:
               help="Drop masks under this many pixels.")
 @click.option("--simplify", type=float, default=0.0, show_default=True,
               help="Simplify outlines with this tolerance, in pixels.")
+@click.option("--min-quality", type=float, default=0.0, show_default=True,
+              help="Drop objects whose mask quality (the quality column, 0-1) is below this.")
 @click.option("--point", "points", multiple=True, metavar="X,Y[,LABEL]",
               help="Select the object at this point (label 0: remove objects there). Repeatable.")
 @click.option("--box", "boxes", multiple=True, metavar="XMIN,YMIN,XMAX,YMAX",
@@ -166,8 +168,8 @@ def main(debug: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
 def segment(raster, output, layer, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
-            max_det, tta, dedup, skip_failed_tiles, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts,
-            clip, bbox, cache, quiet):
+            max_det, tta, dedup, skip_failed_tiles, min_area, simplify, min_quality, points, boxes, prompt_crs,
+            prompts_file, texts, clip, bbox, cache, quiet):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
@@ -177,7 +179,8 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
 
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), stretch=stretch,
                       device=device, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, batch_size=batch_size,
-                      tta=tta, dedup=dedup, min_area=min_area, simplify=simplify, skip_failed_tiles=skip_failed_tiles)
+                      tta=tta, dedup=dedup, min_area=min_area, simplify=simplify, skip_failed_tiles=skip_failed_tiles,
+                      min_quality=min_quality)
     check_output(output, inputs=[raster, prompts_file], layer=layer)
     if prompt_crs is not None:
         from .coords import parse_crs
