@@ -19,6 +19,8 @@ _EXPORTS = {
     "BoxPrompt": "prompts",
     "TextPrompt": "prompts",
     "evaluate": "api",
+    "edge_map": "api",
+    "object_proposals": "api",
     "read_prompts": "io",
     "RunStats": "pipeline",
     "train": "training",
@@ -38,13 +40,14 @@ _EXPORTS = {
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
     "segment_raster", "SegmentedRaster", "Options", "PointPrompt", "BoxPrompt", "TextPrompt",
-    "evaluate", "train", "raster_info", "load_segmenter", "plan_tiles", "read_prompts", "RunStats",
+    "evaluate", "edge_map", "object_proposals", "train", "raster_info", "load_segmenter", "plan_tiles",
+    "read_prompts", "RunStats",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
     "FastSAMGeoError", "EmptyResultWarning",
 ]
 
 if TYPE_CHECKING:
-    from .api import evaluate, raster_info, segment_raster
+    from .api import edge_map, evaluate, object_proposals, raster_info, segment_raster
     from .engine import FastSAMSegmenter
     from .errors import EmptyResultWarning, FastSAMGeoError
     from .io import read_prompts

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from .prompts import Prompt
     from .session import SegmentedRaster, single_call_cache
 
-__all__ = ["Options", "SegmentedRaster", "evaluate", "load_segmenter", "raster_info", "segment_raster",
-           "single_call_cache"]
+__all__ = ["Options", "SegmentedRaster", "edge_map", "evaluate", "load_segmenter", "object_proposals", "raster_info",
+           "segment_raster", "single_call_cache"]
+
 
 _LAZY = {"SegmentedRaster": ".session", "single_call_cache": ".session", "load_segmenter": ".models",
          "RunStats": ".pipeline"}
@@ -156,3 +157,23 @@ def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | 
     return MatchResult(tp=tp, fp=len(pred_df) - len(res.pairs), fn=int((~partial).sum()) - tp,
                        iou_threshold=iou, mean_iou=float(np.mean([v for *_, v in pairs])) if pairs else 0.0,
                        pairs=pairs)
+
+
+def edge_map(path: str | os.PathLike, output: str | os.PathLike, *, segmenter: object = None,
+             options: Options | None = None, progress: bool | ProgressCallback | None = None, **kwargs):
+    """Write the edge map of raster ``path`` to ``output`` (.tif): Sobel edges of the per-pixel mask
+    probability, uint8, one band, a Cloud-Optimised GeoTIFF with overviews on ``path``'s exact grid,
+    tiles blended without seams (:mod:`fastsam_geo.edges`). Returns the output path."""
+    from .edges import write_edges
+
+    return write_edges(path, output, segmenter=segmenter, options=options, progress=progress, **kwargs)
+
+
+def object_proposals(path: str | os.PathLike, output: str | os.PathLike | None = None, *, segmenter: object = None,
+                     options: Options | None = None, layer: str | None = None,
+                     progress: bool | ProgressCallback | None = None, **kwargs) -> gpd.GeoDataFrame:
+    """Every candidate box in raster ``path`` (``score``, ``rank``, ``tiles``), georeferenced and
+    de-duplicated across tile seams (:mod:`fastsam_geo.proposals`); written to ``output`` if given."""
+    from .proposals import proposals
+
+    return proposals(path, output, segmenter=segmenter, options=options, layer=layer, progress=progress, **kwargs)

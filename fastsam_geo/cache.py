@@ -267,6 +267,8 @@ def encode(inst: Instances) -> dict[str, np.ndarray]:
            "sizes": sizes, "bits": bits, "shape": np.asarray(inst.shape, np.int64)}
     if inst.invalid is not None:
         out["invalid"] = np.packbits(inst.invalid.ravel())
+    if inst.quality is not None:
+        out["quality"] = inst.qualities
     return out
 
 
@@ -284,11 +286,11 @@ def decode(d) -> Instances:
     ends = np.cumsum(sizes)
     crops = tuple(flat[e - n:e].reshape(int(b[3] - b[1]), int(b[2] - b[0]))
                   for e, n, b in zip(ends, sizes, boxes))
-    return Instances(boxes, d["scores"], crops, shape, invalid)
+    return Instances(boxes, d["scores"], crops, shape, invalid, d.get("quality"))
 
 
 _MEMBERS = {"shape": ("iu", 1), "boxes": ("iu", 2), "scores": ("f", 1), "sizes": ("iu", 1), "bits": ("u", 1),
-            "invalid": ("u", 1)}
+            "invalid": ("u", 1), "quality": ("f", 1)}
 """Member -> (allowed dtype kinds, ndim) of a tile record."""
 _REQUIRED = ("shape", "boxes", "scores", "sizes", "bits")
 
@@ -336,6 +338,11 @@ def _load_instances(path: str | os.PathLike, shape: tuple[int, int]) -> Instance
                   "bits": read("bits", nbits, (nbits,)), "shape": np.asarray(shape, np.int64)}
         if "invalid" in infos:
             arrays["invalid"] = read("invalid", math.ceil(h * w / 8), (math.ceil(h * w / 8),))
+        if "quality" in infos:
+            quality = read("quality", n, (n,)).astype(np.float32)
+            if not ((quality >= 0) & (quality <= 1) | np.isnan(quality)).all():
+                raise BadEntry("a quality is outside [0, 1]")
+            arrays["quality"] = quality
     return decode(arrays)
 
 

@@ -162,6 +162,8 @@ def main(debug: bool) -> None:
               help="Drop masks under this many pixels.")
 @click.option("--simplify", type=float, default=0.0, show_default=True,
               help="Simplify outlines with this tolerance, in pixels.")
+@click.option("--min-quality", type=float, default=0.0, show_default=True,
+              help="Drop objects whose mask quality (the quality column, 0-1) is below this.")
 @click.option("--point", "points", multiple=True, metavar="X,Y[,LABEL]",
               help="Select the object at this point (label 0: remove objects there). Repeatable.")
 @click.option("--box", "boxes", multiple=True, metavar="XMIN,YMIN,XMAX,YMAX",
@@ -178,8 +180,8 @@ def main(debug: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
 def segment(raster, output, layer, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
-            max_det, tta, dedup, skip_failed_tiles, min_area, simplify, points, boxes, prompt_crs, prompts_file, texts,
-            clip, bbox, cache, quiet, dst_crs):
+            max_det, tta, dedup, skip_failed_tiles, min_area, simplify, min_quality, points, boxes, prompt_crs,
+            prompts_file, texts, clip, bbox, cache, quiet, dst_crs):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
@@ -189,7 +191,8 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
 
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), stretch=stretch,
                       device=device, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, batch_size=batch_size,
-                      tta=tta, dedup=dedup, min_area=min_area, simplify=simplify, skip_failed_tiles=skip_failed_tiles)
+                      tta=tta, dedup=dedup, min_area=min_area, simplify=simplify, skip_failed_tiles=skip_failed_tiles,
+                      min_quality=min_quality)
     check_output(output, inputs=[raster, prompts_file], layer=layer)
     for crs in (prompt_crs, dst_crs):
         if crs is not None:
@@ -256,6 +259,63 @@ def info(raster, tile_size, overlap, as_json):
             value = (f"{value['count']} ({value['rows']} x {value['cols']}) of {tile_size} px, "
                      f"overlap {overlap}")
         click.echo(f"{key:>12}: {value}")
+
+
+def _model_options(fn: Callable) -> Callable:
+    """The options ``edges`` and ``proposals`` share with ``segment`` (model and tiling)."""
+    for opt in reversed([
+        click.option("-m", "--model", default=None, show_default="bundled buildings-nano",
+                     help="Weights or package.module:factory, as for segment."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."),
+        click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels."),
+        click.option("--overlap", default=128, show_default=True, type=int,
+                     help="Pixels shared by neighbouring tiles."),
+        click.option("--bands", default=None, help="Bands read as R,G,B (1-based)."),
+        click.option("--conf", type=float, default=None, help="Confidence threshold (default: the model's)."),
+        click.option("--imgsz", type=int, default=None, help="Network input size (default: the model's)."),
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@main.command()
+@click.argument("raster", type=DATASET)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output GeoTIFF (.tif): uint8 edge strength, a COG with overviews on RASTER's grid.")
+@_model_options
+@handle_errors
+def edges(raster, output, model, device, tile_size, overlap, bands, conf, imgsz, quiet):
+    """Edge map of RASTER: Sobel edges of the per-pixel mask probability, tiles blended seamlessly."""
+    from .api import edge_map
+    from .options import Options
+
+    options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), device=device,
+                      conf=conf, imgsz=imgsz)
+    t0 = time.perf_counter()
+    edge_map(raster, output, segmenter=model, options=options, progress=not quiet)
+    if not quiet:
+        click.echo(f"edge map in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
+
+
+@main.command()
+@click.argument("raster", type=DATASET)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output vector file: .gpkg, .parquet, .geojson or .fgb.")
+@click.option("--layer", default=None, show_default="the output file's name", help="Layer name.")
+@_model_options
+@handle_errors
+def proposals(raster, output, layer, model, device, tile_size, overlap, bands, conf, imgsz, quiet):
+    """Every candidate box in RASTER with score and rank, georeferenced, one per object across seams."""
+    from .api import object_proposals
+    from .options import Options
+
+    options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), device=device,
+                      conf=conf, imgsz=imgsz)
+    t0 = time.perf_counter()
+    gdf = object_proposals(raster, output, segmenter=model, options=options, layer=layer, progress=not quiet)
+    if not quiet:
+        click.echo(f"{len(gdf)} boxes in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
 
 
 @main.command()

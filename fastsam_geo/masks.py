@@ -30,22 +30,24 @@ def to_instances(result: MaskSet | Instances, shape: tuple[int, int],
         if tuple(result.shape) != tuple(shape):
             raise SegmenterError(f"segmenter returned masks for a {result.shape} image, "
                                  f"expected the tile's native {tuple(shape)}")
-        boxes, crops, scores = result.boxes, result.crops, result.scores
+        boxes, crops, scores, quality = result.boxes, result.crops, result.scores, result.quality
     elif isinstance(result, MaskSet):
         if len(result) and result.masks.shape[1:] != tuple(shape):
             raise SegmenterError(f"segmenter returned masks of shape {result.masks.shape[1:]}, "
                                  f"expected the tile's native {tuple(shape)}")
         boxes = boxes_from_masks(result.masks)
         crops = [result.masks[i, y0:y1, x0:x1] for i, (x0, y0, x1, y1) in enumerate(boxes)]
-        scores = result.scores
+        scores, quality = result.scores, None
     else:
         raise SegmenterError(f"segmenter must return MaskSet objects, got {type(result).__name__}")
 
-    out_boxes, out_crops, out_scores = [], [], []
+    out_boxes, out_crops, out_scores, out_quality = [], [], [], []
+    qualities = np.full(len(crops), np.nan, np.float32) if quality is None else np.asarray(quality, np.float32)
     if valid is not None and valid.all():
         valid = None
     invalid = None if valid is None else ~valid
-    for (x0, y0, x1, y1), crop, score in zip(np.asarray(boxes, dtype=np.int64).tolist(), crops, scores):
+    for (x0, y0, x1, y1), crop, score, q in zip(np.asarray(boxes, dtype=np.int64).tolist(), crops, scores,
+                                                qualities):
         if valid is not None and x1 > x0 and y1 > y0:
             crop = crop & valid[y0:y1, x0:x1]
         tight = _tighten(crop)
@@ -58,10 +60,12 @@ def to_instances(result: MaskSet | Instances, shape: tuple[int, int],
         out_boxes.append((x0 + tx0, y0 + ty0, x0 + tx1, y0 + ty1))
         out_crops.append(np.ascontiguousarray(crop))
         out_scores.append(score)
+        out_quality.append(q)
     if not out_crops:
         return Instances.empty(tuple(shape), invalid)
     return Instances(np.asarray(out_boxes, dtype=np.int32).reshape(-1, 4),
-                     np.asarray(out_scores, dtype=np.float32), tuple(out_crops), tuple(shape), invalid)
+                     np.asarray(out_scores, dtype=np.float32), tuple(out_crops), tuple(shape), invalid,
+                     None if quality is None else np.asarray(out_quality, np.float32))
 
 
 def _tighten(crop: np.ndarray) -> Box | None:
@@ -117,7 +121,7 @@ def merge_overlapping(inst: Instances, iou: float, *, contain: float = 0.8) -> I
     if len(inst) < 2:
         return inst
     order = np.argsort(-inst.scores, kind="stable")
-    kept: list[list] = []  # [box, crop, score, area]
+    kept: list[list] = []  # [box, crop, score, area, quality]
     for i in order:
         box = tuple(int(v) for v in inst.boxes[i])
         crop = inst.crops[i]
@@ -138,9 +142,10 @@ def merge_overlapping(inst: Instances, iou: float, *, contain: float = 0.8) -> I
                 k[0], k[3] = ub, int(np.count_nonzero(k[1]))
                 break
         else:
-            kept.append([box, crop, float(inst.scores[i]), area])
+            kept.append([box, crop, float(inst.scores[i]), area, float(inst.qualities[i])])
     return Instances(np.asarray([k[0] for k in kept], np.int32).reshape(-1, 4),
-                     np.asarray([k[2] for k in kept], np.float32), tuple(k[1] for k in kept), inst.shape)
+                     np.asarray([k[2] for k in kept], np.float32), tuple(k[1] for k in kept), inst.shape,
+                     quality=None if inst.quality is None else np.asarray([k[4] for k in kept], np.float32))
 
 
 DEDUP_IOU = 0.5

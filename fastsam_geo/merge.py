@@ -100,8 +100,9 @@ class SeamMerger:
         nodata = inst.invalid
         out: list[MergedObject] = []
         new: list[int] = []
-        for k, ((x0, y0, x1, y1), crop, score) in enumerate(zip(inst.boxes.tolist(), inst.crops,
-                                                                 inst.scores.tolist())):
+        for k, ((x0, y0, x1, y1), crop, score, quality) in enumerate(zip(inst.boxes.tolist(), inst.crops,
+                                                                          inst.scores.tolist(),
+                                                                          inst.qualities.tolist())):
             box = (x0 + tile.x, y0 + tile.y, x1 + tile.x, y1 + tile.y)
             holes = None
             if nodata is not None:
@@ -109,7 +110,7 @@ class SeamMerger:
                 holes = holes if holes.any() else None
             if not any(intersect(grow(box, 1), o.box) for o in others):  # no other tile sees it
                 out.append(MergedObject(box, ((box, crop),), float(score), 1, ((ti, k, int(crop.sum())),),
-                                        () if holes is None else ((box, holes),)))
+                                        () if holes is None else ((box, holes),), float(quality)))
                 continue
             d = min((v for v, is_inner in zip((x0, y0, tile.width - x1, tile.height - y1), inner) if is_inner),
                     default=math.inf)
@@ -117,7 +118,7 @@ class SeamMerger:
             self._next += 1
             self._views[vid] = View(ti, k, box, np.packbits(crop, axis=1), crop.shape[1], float(score),
                                      int(np.count_nonzero(crop)), d > self.edge, d,
-                                     None if holes is None else np.packbits(holes, axis=1))
+                                     None if holes is None else np.packbits(holes, axis=1), float(quality))
             self._crops[vid] = crop
             self._links[vid] = set()
             self._parent[vid] = vid
@@ -472,11 +473,15 @@ class SeamMerger:
             box = union_box(box, v.box)
         total = sum(v.area for v in vs)
         score = sum(v.score * v.area for v in vs) / total if total else vs[0].score
+        rated = [v for v in vs if not math.isnan(v.quality)]  # area-weighted like score, over views that have one
+        weight = sum(v.area for v in rated)
+        quality = sum(v.quality * v.area for v in rated) / weight if weight else \
+            (rated[0].quality if rated else math.nan)
         parts: tuple[Part, ...] = tuple((v.box, crops[i]) for i, v in zip(ids, vs))
         nodata = tuple((v.box, np.unpackbits(v.nodata, axis=1, count=v.width).view(bool))
                        for v in vs if v.nodata is not None)
         return MergedObject(box, parts, float(score), len({v.tile for v in vs}),
-                            tuple((v.tile, v.index, v.area) for v in vs), nodata)
+                            tuple((v.tile, v.index, v.area) for v in vs), nodata, float(quality))
 
 
 def _box_within(inner: np.ndarray, outer: np.ndarray, slack: int) -> np.ndarray:

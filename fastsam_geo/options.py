@@ -41,7 +41,9 @@ class Options:
     best: right for buildings; off keeps nested objects, FastSAM's everything mode),
     ``prefer`` (of several tiles' whole views of one object keep the one farthest from its
     tile's edges, ``"edge"``, or the best scoring, ``"score"``), ``skip_failed_tiles`` (a tile
-    whose segmentation fails is skipped and listed, instead of stopping the run).
+    whose segmentation fails is skipped and listed, instead of stopping the run),
+    ``min_quality`` (drop objects whose mask quality, the ``quality`` column, is below this,
+    0-1; objects without a quality, from segmenters that give no mask probabilities, are kept).
     """
 
     tile_size: int = 1024
@@ -62,6 +64,7 @@ class Options:
     dedup: bool = True
     prefer: str = "edge"
     skip_failed_tiles: bool = False
+    min_quality: float = 0.0
 
     def __post_init__(self) -> None:
         validate_tiling(self.tile_size, self.overlap)
@@ -82,6 +85,7 @@ class Options:
         _integer("threads", self.threads, 1, 4096, optional=True)
         _integer("min_area", self.min_area, 0, 2**31)
         _number("simplify", self.simplify, 0.0, 1e6)
+        _number("min_quality", self.min_quality, 0.0, 1.0)
         for name in ("tta", "dedup", "skip_failed_tiles"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")

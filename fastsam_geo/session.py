@@ -33,14 +33,14 @@ from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_obj
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
 from .types import Instances, MergedObject, Progress, ProgressCallback
-from .vectorize import as_multipolygons, object_geometry, objects_to_records
+from .vectorize import as_multipolygons, object_geometry, objects_to_rows
 
-COLUMNS = {"score": "float32", "area_m2": "float64", "source": "object", "model": "object"}
+COLUMNS = {"score": "float32", "quality": "float32", "area_m2": "float64", "source": "object", "model": "object"}
 """A result's columns besides ``geometry``; ``source`` (the raster as given) and ``model`` (see
 :func:`~fastsam_geo.models.model_name`) let layers of several runs be merged."""
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 """Bumped when what a tile's cached instances mean changes (2: nodata as GDAL's dataset mask,
-per-tile nodata pixels kept)."""
+per-tile nodata pixels kept; 3: each mask's quality kept)."""
 PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
                   "area_m2": "float64", "source": "object", "model": "object"}
 
@@ -153,7 +153,7 @@ class SegmentedRaster:
         return n
 
     def _batches(self, bbox, bbox_crs, progress, stats):
-        """``(polygons, {score, area_m2})`` batches of the objects (touching ``bbox``), as the
+        """``(polygons, {score, quality, area_m2})`` batches of the objects (touching ``bbox``), as the
         post stage finishes them: vectorised, filtered and measured off the network's thread."""
         stats = stats if stats is not None else RunStats()
         tiles = regions = area = None
@@ -161,17 +161,22 @@ class SegmentedRaster:
             tiles, area, pix = self._bbox(bbox, bbox_crs)
             regions = [pix]
         crs, transform, opts = self.info.crs, self.info.transform, self.vector
+        min_quality = self.options.min_quality
 
         def vectorise(objects):  # runs in the pipeline's post thread
-            geoms, scores = objects_to_records(objects, transform, min_component=opts.min_component,
-                                               min_hole=opts.min_hole, simplify=opts.simplify)
+            if min_quality > 0:  # objects without a quality (NaN: the segmenter gives none) stay
+                objects = [o for o in objects if not o.quality < min_quality]
+            geoms, objs = objects_to_rows(objects, transform, min_component=opts.min_component,
+                                          min_hole=opts.min_hole, simplify=opts.simplify)
             if area is not None and geoms:
                 keep = shapely.intersects(np.asarray(geoms, dtype=object), area)
                 geoms = [g for g, k in zip(geoms, keep) if k]
-                scores = [v for v, k in zip(scores, keep) if k]
+                objs = [o for o, k in zip(objs, keep) if k]
             stats.objects += len(geoms)
             arr = np.asarray(geoms, dtype=object)
-            return geoms, {"score": np.asarray(scores, np.float32), "area_m2": geodesic_areas(arr, crs),
+            return geoms, {"score": np.asarray([o.score for o in objs], np.float32),
+                           "quality": np.asarray([o.quality for o in objs], np.float32),
+                           "area_m2": geodesic_areas(arr, crs),
                            **{k: np.full(len(geoms), v, dtype=object) for k, v in self.provenance.items()}}
 
         yield from self._iter(progress, stats, tiles, regions, vectorise)

@@ -160,6 +160,9 @@ class Instances:
     invalid: bool ``(H, W)``, True where the tile's pixels are nodata or masked; ``None`` when
             every pixel is valid. Masks never cover invalid pixels; tracing uses this to never
             fill a hole over them.
+    quality: float32 ``(N,)`` mask quality in [0, 1] from the mask probabilities (the FastSAM
+            engine's stability score), or ``None`` when the segmenter gives none
+            (:attr:`qualities` is then NaN).
     """
 
     boxes: np.ndarray
@@ -167,9 +170,17 @@ class Instances:
     crops: tuple[np.ndarray, ...]
     shape: tuple[int, int]
     invalid: np.ndarray | None = field(default=None, repr=False)
+    quality: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.crops)
+
+    @property
+    def qualities(self) -> np.ndarray:
+        """float32 ``(N,)``: :attr:`quality`, or NaN for each instance when there is none."""
+        if self.quality is None:
+            return np.full(len(self), np.nan, np.float32)
+        return np.asarray(self.quality, np.float32).reshape(-1)
 
     @property
     def areas(self) -> np.ndarray:
@@ -180,7 +191,8 @@ class Instances:
         """The instances at ``idx`` (indices or a bool mask), in that order."""
         idx = np.arange(len(self))[np.asarray(idx)] if len(self) else np.zeros(0, dtype=int)
         return Instances(self.boxes[idx].reshape(-1, 4), self.scores[idx],
-                         tuple(self.crops[i] for i in idx), self.shape, self.invalid)
+                         tuple(self.crops[i] for i in idx), self.shape, self.invalid,
+                         None if self.quality is None else self.qualities[idx])
 
     def dense(self) -> MaskSet:
         """The same instances as a full-tile :class:`MaskSet`."""
@@ -251,6 +263,8 @@ class MergedObject:
     part boxes ``(x0, y0, x1, y1)`` (exclusive max). ``score`` is the model's confidence (for a
     joined object, the pixel-weighted mean of its views'), ``tiles`` how many tiles contributed,
     ``sources`` names the tile instances used as ``(tile index, instance index, pixels)``.
+    ``quality`` is the mask quality (:attr:`Instances.quality`; for a joined object the
+    pixel-weighted mean of its views'), NaN when the segmenter gives none.
     ``nodata`` are :data:`Part` s marking masked (nodata) pixels inside the parts' boxes; a hole
     over such pixels is never filled when the object is traced.
 
@@ -265,6 +279,7 @@ class MergedObject:
     tiles: int = 1
     sources: tuple[tuple[int, int, int], ...] = ()
     nodata: tuple[Part, ...] = field(default=(), repr=False)
+    quality: float = float("nan")
 
     @classmethod
     def from_mask(cls, box: tuple[int, int, int, int], mask: np.ndarray, score: float, tiles: int = 1,

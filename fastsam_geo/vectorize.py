@@ -242,13 +242,22 @@ def objects_to_records(objects: list[MergedObject], transform: Affine, *, min_co
     Returns ``(geometries, scores)`` for the objects that traced to a non-empty geometry; every
     geometry is a MultiPolygon (see :func:`as_multipolygons`).
     """
-    geoms, scores = [], []
+    geoms, kept = objects_to_rows(objects, transform, min_component=min_component, min_hole=min_hole,
+                                  simplify=simplify)
+    return geoms, [o.score for o in kept]
+
+
+def objects_to_rows(objects: list[MergedObject], transform: Affine, *, min_component: int = 16,
+                    min_hole: int = 9, simplify: float = 0.0) -> tuple[list, list[MergedObject]]:
+    """Like :func:`objects_to_records`, but returns ``(geometries, objects)``: the objects that
+    traced to a non-empty geometry, aligned with their geometries (for any per-object column)."""
+    geoms, kept = [], []
     for obj in objects:
         g = object_geometry(obj, transform, min_component=min_component, min_hole=min_hole, simplify=simplify)
         if g is not None and not g.is_empty:
             geoms.append(g)
-            scores.append(obj.score)
-    return list(as_multipolygons(geoms)), scores
+            kept.append(obj)
+    return list(as_multipolygons(geoms)), kept
 
 
 def as_multipolygons(geoms) -> np.ndarray:

@@ -9,6 +9,7 @@ the pixels two views share (:func:`near`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ class View:
     whole: bool
     edge: float  # px from the box to its tile's nearest inner edge (inf: none)
     nodata: np.ndarray | None  # bit-packed masked pixels of the box (None: all valid)
+    quality: float = math.nan  # mask quality (Instances.quality), NaN when the segmenter gives none
 
 
 def overlap(abox: Box, acrop: np.ndarray, bbox: Box, bcrop: np.ndarray) -> int:

@@ -165,6 +165,24 @@ class FastSAMSegmenter:
         n = len(out) // 3
         return [self._fuse([out[i], _flip(out[n + i], 1), _flip(out[2 * n + i], 0)]) for i in range(n)]
 
+    def probability(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per-pixel mask probability of each ``(H, W, 3) uint8`` image: ``(H, W)`` float32 in
+        [0, 1], the highest ``sigmoid(logit)`` of any detected mask inside its box, at native
+        resolution (0 outside every box). Candidates as for :meth:`__call__` (``tta`` is not used)."""
+        out: list[np.ndarray] = []
+        torch = _torch()
+        with torch_threads(self.threads):
+            for i in range(0, len(images), self.batch_size):
+                batch = list(images[i:i + self.batch_size])
+                x, geo = self.preprocess(batch)
+                raw = self.infer(Prepared(x, geo, [im.shape[:2] for im in batch]))
+                with torch.inference_mode():
+                    for k in range(len(batch)):
+                        prob = np.zeros(raw.shapes[k], np.float32)
+                        self._postprocess(raw.preds[k], raw.protos[k], raw.shapes[k], raw.geo[k], prob=prob)
+                        out.append(prob)
+        return out
+
     def _fuse(self, views: list[Instances]) -> Instances:
         """Detections of several views of one tile -> one set: NMS by box IoU across views."""
         import torchvision
@@ -172,6 +190,7 @@ class FastSAMSegmenter:
         torch = _torch()
         boxes = np.concatenate([v.boxes for v in views]).astype(np.float32)
         scores = np.concatenate([v.scores for v in views])
+        quality = np.concatenate([v.qualities for v in views])
         crops = [c for v in views for c in v.crops]
         if len(crops) == 0:
             return views[0]
@@ -186,7 +205,8 @@ class FastSAMSegmenter:
             return Instances.empty(views[0].shape)
         keep = _nms(tb[cand], torch.from_numpy(scores[cand]), self.iou, self.max_det).numpy()
         keep = cand[keep]
-        return Instances(boxes[keep].astype(np.int32), scores[keep], tuple(crops[k] for k in keep), views[0].shape)
+        return Instances(boxes[keep].astype(np.int32), scores[keep], tuple(crops[k] for k in keep), views[0].shape,
+                         quality=quality[keep])
 
     def forward(self, batch: Any) -> Any:
         """The bare network on a preprocessed ``(B, 3, S, S)`` tensor (for benchmarks)."""
@@ -221,11 +241,13 @@ class FastSAMSegmenter:
     # -- internals ----------------------------------------------------------------------------
 
     def _postprocess(self, pred: Any, proto: Any, shape: tuple[int, int],
-                     geo: tuple[float, float, float]) -> Instances:
+                     geo: tuple[float, float, float], prob: np.ndarray | None = None) -> Instances:
         """Detections of one image -> native-resolution instances.
 
         ``pred``: ``(4 + nc + nm, A)`` raw head output (xywh in input pixels, class scores,
-        mask coefficients); ``proto``: ``(nm, S/4, S/4)`` mask prototypes.
+        mask coefficients); ``proto``: ``(nm, S/4, S/4)`` mask prototypes. Each instance's
+        ``quality`` is its stability score (:func:`stability`, from its logits in its box). With
+        ``prob`` (``shape`` float32), each mask's ``sigmoid(logits)`` is max-ed into it in its box.
         """
         torch = _torch()
         h, w = shape
@@ -256,7 +278,7 @@ class FastSAMSegmenter:
         nm, ph, pw = proto.shape
         proto = proto.float()
         stride = self.imgsz / ph  # input pixels per prototype pixel (4 for YOLOv8-seg)
-        crops, out_boxes, out_scores = [], [], []
+        crops, out_boxes, out_scores, out_quality = [], [], [], []
         on_cpu = proto.device.type == "cpu"
         if on_cpu:  # numpy + OpenCV: no per-op torch overhead for hundreds of small masks
             # prototypes channels-last (ph, pw, nm): a free view of the network's own layout on
@@ -267,20 +289,31 @@ class FastSAMSegmenter:
             if x1 <= x0 or y1 <= y0:
                 continue
             if on_cpu:
-                m = _box_mask_cv2(coef_np[i], proto_np, (x0, y0, x1, y1), r, px, py, stride)
+                logits = _box_logits_cv2(coef_np[i], proto_np, (x0, y0, x1, y1), r, px, py, stride)
+                m = logits > 0
+                q = stability(logits)
+                if prob is not None:
+                    np.maximum(prob[y0:y1, x0:x1], _sigmoid(logits), out=prob[y0:y1, x0:x1])
             else:
                 ry, ys = _interp_weights(y0, y1, r, py, stride, ph, proto.device)
                 rx, xs = _interp_weights(x0, x1, r, px, stride, pw, proto.device)
                 # the mask's logits on the prototype pixels under its box only, then up to native pixels
                 crop = proto[:, ys[0]:ys[1], xs[0]:xs[1]]
                 logits = (coef[i] @ crop.reshape(nm, -1)).view(crop.shape[1:])
-                m = ((ry @ logits @ rx.T) > 0).cpu().numpy()
+                up = ry @ logits @ rx.T
+                m = (up > 0).cpu().numpy()
+                hi, lo = int((up > STABILITY_OFFSET).sum()), int((up > -STABILITY_OFFSET).sum())
+                q = hi / lo if lo else 0.0
+                if prob is not None:
+                    np.maximum(prob[y0:y1, x0:x1], up.sigmoid().cpu().numpy(), out=prob[y0:y1, x0:x1])
             crops.append(m)
             out_boxes.append((x0, y0, x1, y1))
             out_scores.append(float(sc[i]))
+            out_quality.append(q)
         if not crops:
             return Instances.empty(shape)
-        inst = Instances(np.asarray(out_boxes, np.int32), np.asarray(out_scores, np.float32), tuple(crops), shape)
+        inst = Instances(np.asarray(out_boxes, np.int32), np.asarray(out_scores, np.float32), tuple(crops), shape,
+                         quality=np.asarray(out_quality, np.float32))
         return merge_overlapping(inst, self.mask_nms) if self.mask_nms > 0 else inst
 
     def _default_batch(self) -> int:
@@ -305,13 +338,30 @@ class FastSAMSegmenter:
 
 
 
-def _box_mask_cv2(coef: np.ndarray, proto: np.ndarray, box: tuple[int, int, int, int], scale: float, px: float,
-                  py: float, stride: float) -> np.ndarray:
-    """One mask inside its native-pixel ``box``: logits on the prototype pixels under the box,
+STABILITY_OFFSET = 1.0
+"""Logit offset of the stability score (SAM's ``stability_score_offset``): a mask's quality is
+the IoU of its pixels with logit > +1 and > -1 (sigmoid 0.73 and 0.27 around the 0.5 cut-off)."""
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32, copy=False)
+
+
+def stability(logits: np.ndarray, offset: float = STABILITY_OFFSET) -> float:
+    """SAM's stability score of one mask from its native-resolution ``logits`` (any shape, float):
+    ``|logits > offset| / |logits > -offset|``, in [0, 1] (1: a crisp mask whose outline does not move
+    when the cut-off does; near 0: a soft blob). 0 when no pixel passes ``-offset``."""
+    lo = int(np.count_nonzero(logits > -offset))
+    return int(np.count_nonzero(logits > offset)) / lo if lo else 0.0
+
+
+def _box_logits_cv2(coef: np.ndarray, proto: np.ndarray, box: tuple[int, int, int, int], scale: float, px: float,
+                    py: float, stride: float) -> np.ndarray:
+    """One mask's logits inside its native-pixel ``box``: logits on the prototype pixels under the box,
     bilinearly resampled to native pixels by one ``cv2.warpAffine`` (borders replicated: the
     same sampling as :func:`_interp_weights`, to OpenCV's 1/32-pixel interpolation grid).
     ``coef``: ``(nm,)``; ``proto``: ``(ph, pw, nm)`` float32, channels last (a window of it is
-    a strided view, no copy). Returns ``(y1 - y0, x1 - x0)`` bool.
+    a strided view, no copy). Returns ``(y1 - y0, x1 - x0)`` float32 logits (the mask is ``> 0``).
     """
     import cv2
 
@@ -328,7 +378,13 @@ def _box_mask_cv2(coef: np.ndarray, proto: np.ndarray, box: tuple[int, int, int,
     m = np.array([[a, 0.0, qx0 - lx], [0.0, a, qy0 - ly]], dtype=np.float64)
     up = cv2.warpAffine(logits, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                         borderMode=cv2.BORDER_REPLICATE)
-    return up > 0
+    return up
+
+
+def _box_mask_cv2(coef: np.ndarray, proto: np.ndarray, box: tuple[int, int, int, int], scale: float, px: float,
+                  py: float, stride: float) -> np.ndarray:
+    """:func:`_box_logits_cv2` thresholded at 0: ``(y1 - y0, x1 - x0)`` bool."""
+    return _box_logits_cv2(coef, proto, box, scale, px, py, stride) > 0
 
 
 def _nms(boxes: Any, scores: Any, iou: float, max_det: int = 0) -> Any:
@@ -381,4 +437,4 @@ def _flip(inst: Instances, axis: int) -> Instances:
         b[:, [0, 2]] = w - inst.boxes[:, [2, 0]]
     else:
         b[:, [1, 3]] = h - inst.boxes[:, [3, 1]]
-    return Instances(b, inst.scores, tuple(np.flip(c, axis) for c in inst.crops), inst.shape)
+    return Instances(b, inst.scores, tuple(np.flip(c, axis) for c in inst.crops), inst.shape, quality=inst.quality)

@@ -135,7 +135,7 @@ def test_empty_result_is_a_valid_layer_with_a_warning(tmp_path):
     out = tmp_path / "out.gpkg"
     with pytest.warns(EmptyResultWarning, match="no objects"):
         gdf = segment_raster(path, segmenter=ColourSegmenter(), output=out)
-    assert len(gdf) == 0 and list(gdf.columns) == ["score", "area_m2", "source", "model", "geometry"]
+    assert len(gdf) == 0 and list(gdf.columns) == ["score", "quality", "area_m2", "source", "model", "geometry"]
     import geopandas as gpd
     back = gpd.read_file(out)
     assert len(back) == 0 and {"score", "area_m2"} <= set(back.columns) and back.crs == scene.crs
