@@ -234,7 +234,7 @@ def test_provenance_columns_let_runs_be_merged(rasters, tmp_path):
         outs.append(tmp_path / f"{kind}.gpkg")
         segment_raster(tif, segmenter=seg(), output=outs[-1], **ONE_TILE)
     merged = gpd.pd.concat([read(p) for p in outs], ignore_index=True)
-    assert list(merged.columns) == ["score", "area_m2", "source", "model", "geometry"]
+    assert list(merged.columns) == ["score", "quality", "area_m2", "source", "model", "geometry"]
     assert set(merged.source) == {str(rasters[k][0]) for k in ("split", "mosaic")}
     assert set(merged.model) == {"ColourSegmenter", "GroupingSegmenter"}
     tif, seg = rasters["split"]
