@@ -19,6 +19,7 @@ _EXPORTS = {
     "BoxPrompt": "prompts",
     "TextPrompt": "prompts",
     "evaluate": "api",
+    "evaluate_by_tile": "api",
     "read_prompts": "io",
     "RunStats": "pipeline",
     "train": "training",
@@ -38,13 +39,13 @@ _EXPORTS = {
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
     "segment_raster", "SegmentedRaster", "Options", "PointPrompt", "BoxPrompt", "TextPrompt",
-    "evaluate", "train", "raster_info", "load_segmenter", "plan_tiles", "read_prompts", "RunStats",
+    "evaluate", "evaluate_by_tile", "train", "raster_info", "load_segmenter", "plan_tiles", "read_prompts", "RunStats",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
     "FastSAMGeoError", "EmptyResultWarning",
 ]
 
 if TYPE_CHECKING:
-    from .api import evaluate, raster_info, segment_raster
+    from .api import evaluate, evaluate_by_tile, raster_info, segment_raster
     from .engine import FastSAMSegmenter
     from .errors import EmptyResultWarning, FastSAMGeoError
     from .io import read_prompts
