@@ -21,6 +21,7 @@ import shapely
 
 from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
+from .cleanup import clean
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs
 from .errors import EmptyResultWarning, InputError, RasterError
 from .masks import Regions, suppress_duplicates
@@ -154,10 +155,14 @@ class SegmentedRaster:
             tiles, area, pix = self._bbox(bbox, bbox_crs)
             regions = [pix]
         crs, transform, opts = self.info.crs, self.info.transform, self.vector
+        tidy = self.options.cleanup()
 
         def vectorise(objects):  # runs in the pipeline's post thread
             geoms, scores = objects_to_records(objects, transform, min_component=opts.min_component,
                                                min_hole=opts.min_hole, simplify=opts.simplify)
+            if tidy and geoms:  # footprint clean-up of merged objects (fastsam_geo.cleanup)
+                cleaned, keep = clean(np.asarray(geoms, dtype=object), crs, **tidy)
+                geoms, scores = list(cleaned), [scores[i] for i in keep]
             if area is not None and geoms:
                 keep = shapely.intersects(np.asarray(geoms, dtype=object), area)
                 geoms = [g for g, k in zip(geoms, keep) if k]
