@@ -162,7 +162,7 @@ def _integer(name: str, value: object, lo: int, hi: int, *, optional: bool = Fal
         raise InputError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
 
 
-_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px|m2|m²|m)?\s*$")
+_QUANTITY = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px|m2|m²|m)?\s*$")
 
 
 def parse_quantity(text: object, name: str, units: tuple[str, ...], default: str | None = None) -> tuple[float, str]:
