@@ -321,6 +321,8 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
         raise InputError(f"{'--by-tile' if by_tile else '--plot'} needs --raster (the image PRED comes from)")
     if plot is not None and plot.suffix.lower() != ".png":
         raise InputError(f"{plot}: --plot writes a PNG; name it .png")
+    if plot is not None and not plot.resolve().parent.is_dir():
+        raise InputError(f"{plot}: folder {plot.parent} does not exist")
     if plot is not None:
         import importlib.util
 

@@ -126,6 +126,7 @@ def test_cli_plot(case, tmp_path):
     png = tmp_path / "eval.png"
     r = CliRunner().invoke(main, ["evaluate", str(pred), str(ref), "--raster", str(tif), "--plot", str(png)])
     assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.png"]  # written atomically, nothing left over
     from PIL import Image
 
     im = np.asarray(Image.open(png).convert("RGB")).astype(int)
@@ -141,6 +142,7 @@ def test_cli_plot(case, tmp_path):
 @pytest.mark.parametrize("args, match", [
     (["--plot", "x.png"], "--plot needs --raster"),
     (["--by-tile"], "--by-tile needs --raster"),
+    (["--raster", "R", "--plot", "no/such/dir/x.png"], "does not exist"),
     (["--min-ref-area", "20 acres"], "min_ref_area must be a number with a unit"),
 ])
 def test_cli_bad_evaluate_options_are_one_line(case, args, match):
