@@ -150,7 +150,7 @@ def prepare_reference(gt: gpd.GeoDataFrame | str | os.PathLike, *, raster: str |
         notes.update(clipped=True, out_of_extent=int((~keep).sum()))
     if min_ref_area is not None and len(gt_df):
         value, unit = parse_quantity(min_ref_area, "min_ref_area", ("px", "m2"))
-        if unit == "px" and info is not None:
+        if unit == "px" and info is not None and gt_df.crs is not None:
             areas = gt_df.to_crs(info.crs).geometry.area.to_numpy() / abs(info.transform.determinant)
         elif unit == "px":
             if gt_df.crs is not None:
