@@ -21,6 +21,7 @@ _EXPORTS = {
     "evaluate": "api",
     "edge_map": "api",
     "object_proposals": "api",
+    "evaluate_by_tile": "api",
     "read_prompts": "io",
     "RunStats": "pipeline",
     "train": "training",
@@ -40,14 +41,14 @@ _EXPORTS = {
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
     "segment_raster", "SegmentedRaster", "Options", "PointPrompt", "BoxPrompt", "TextPrompt",
-    "evaluate", "edge_map", "object_proposals", "train", "raster_info", "load_segmenter", "plan_tiles",
-    "read_prompts", "RunStats",
+    "evaluate", "evaluate_by_tile", "edge_map", "object_proposals", "train", "raster_info", "load_segmenter",
+    "plan_tiles", "read_prompts", "RunStats",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
     "FastSAMGeoError", "EmptyResultWarning",
 ]
 
 if TYPE_CHECKING:
-    from .api import edge_map, evaluate, object_proposals, raster_info, segment_raster
+    from .api import edge_map, evaluate, evaluate_by_tile, object_proposals, raster_info, segment_raster
     from .engine import FastSAMSegmenter
     from .errors import EmptyResultWarning, FastSAMGeoError
     from .io import read_prompts

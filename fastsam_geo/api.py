@@ -20,9 +20,8 @@ if TYPE_CHECKING:
     from .prompts import Prompt
     from .session import SegmentedRaster, single_call_cache
 
-__all__ = ["Options", "SegmentedRaster", "edge_map", "evaluate", "load_segmenter", "object_proposals", "raster_info",
-           "segment_raster", "single_call_cache"]
-
+__all__ = ["Options", "SegmentedRaster", "edge_map", "evaluate", "evaluate_by_tile", "load_segmenter",
+           "object_proposals", "prepare_reference", "raster_info", "segment_raster", "single_call_cache"]
 
 _LAZY = {"SegmentedRaster": ".session", "single_call_cache": ".session", "load_segmenter": ".models",
          "RunStats": ".pipeline"}
@@ -54,7 +53,6 @@ def segment_raster(
     text_embedder: object = None,
     output: str | os.PathLike | None = None,
     layer: str | None = None,
-    dst_crs: object = None,
     progress: bool | ProgressCallback | None = None,
     stats: RunStats | None = None,
     **kwargs,
@@ -78,7 +76,9 @@ def segment_raster(
     options: an :class:`~fastsam_geo.options.Options`; or give its fields as keywords:
         ``tile_size`` (1024), ``overlap`` (128), ``bands``, ``stretch``, ``device``, ``conf``,
         ``iou``, ``imgsz``, ``max_det``, ``half``, ``batch_size``, ``tta``, ``threads``,
-        ``min_area`` (16 px), ``simplify`` (px), ``dedup`` (True), ``prefer``. Every value is
+        ``min_area`` (16 px), ``simplify`` (px), ``dedup`` (True), ``prefer``, and the footprint
+        clean-up after merging (ground units, :mod:`fastsam_geo.cleanup`): ``regularize``,
+        ``simplify_m``, ``min_area_m2``, ``max_area_m2``, ``fill_holes_below_m2``. Every value is
         checked before the raster is read or a model loaded (:class:`~fastsam_geo.errors.InputError`).
     bbox: only segment this ``(xmin, ymin, xmax, ymax)`` area, in ``bbox_crs`` (default: the
         raster's CRS); only the tiles it touches (and the neighbours needed to finish the
@@ -88,18 +88,14 @@ def segment_raster(
     text_embedder: for text prompts: a CLIP spec (``"ViT-B-32:/path/weights.bin"``) or an
         embedder object; default CLIP ViT-B-32 from the local cache.
     output: also write the result there (.gpkg, .parquet, .geojson, .fgb); the path is
-        checked before any work, and written atomically. A GeoJSON file is RFC 7946 (WGS 84
-        lon/lat) unless ``dst_crs`` says otherwise.
-    dst_crs: reproject the result (the frame and ``output``) to this CRS (anything pyproj
-        reads); checked before any work. ``area_m2`` does not change (it is geodesic).
+        checked before any work, and written atomically.
     progress: ``True`` for a progress bar (tqdm; a widget in Jupyter), or a callable given a
         :class:`~fastsam_geo.types.Progress` after each batch: return False to cancel.
 
     Returns
     -------
-    GeoDataFrame with ``geometry`` (MultiPolygon), ``score`` (model confidence, 0-1),
-    ``area_m2`` (geodesic area in square metres), ``source`` (the raster path as given) and
-    ``model`` (the segmenter's name), in the raster's CRS (or ``dst_crs``).
+    GeoDataFrame with ``geometry`` (Polygon/MultiPolygon), ``score`` (model confidence,
+    0-1) and ``area_m2`` (geodesic area in square metres), in the raster's CRS.
     An empty result is a valid empty frame, with an :class:`EmptyResultWarning`.
     """
     from . import io
@@ -113,24 +109,95 @@ def segment_raster(
     sr = SegmentedRaster(path, segmenter=segmenter, options=options, cache=single_call_cache(cache, bool(prompts)),
                          text_embedder=text_embedder)
     if prompts is not None:
-        return sr.prompt(prompts, progress=progress, output=output, layer=layer, stats=stats, dst_crs=dst_crs)
+        return sr.prompt(prompts, progress=progress, output=output, layer=layer, stats=stats)
     return sr.segment(bbox=bbox, bbox_crs=bbox_crs, progress=progress, output=output, layer=layer,
-                      stats=stats, dst_crs=dst_crs)
+                      stats=stats)
 
 
 def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike, *,
              iou: float = 0.5, ignore_partial: bool = False, partial_column: str = "partial",
-             min_area: float = 0.0):
+             min_area: float = 0.0, raster: str | os.PathLike | None = None, clip: bool = True,
+             min_ref_area: str | None = None):
     """Score predicted footprints against reference footprints (greedy one-to-one IoU matching).
 
     Both may be GeoDataFrames or vector file paths; predictions are reprojected to the
-    reference CRS when they differ. With ``ignore_partial``, reference polygons flagged in
-    ``partial_column`` (e.g. cut by the image edge) count neither way: they are not false
-    negatives and predictions matching them are not false positives. Reference polygons
-    smaller than ``min_area`` (square CRS units) are dropped first (SpaceNet drops < 20 px).
-    Returns a :class:`~fastsam_geo.metrics.MatchResult` (tp, fp, fn, precision, recall,
-    f1, mean_iou).
+    reference CRS when they differ. With ``raster`` (the image the predictions come from) and
+    ``clip`` (default), the reference is cut to the raster's valid footprint first: reference
+    polygons with no part on valid pixels are not counted (``result.out_of_extent`` says how
+    many), so an area-wide label layer scores like one made for the image. With
+    ``ignore_partial``, reference polygons flagged in ``partial_column`` (e.g. cut by the image
+    edge) count neither way: they are not false negatives and predictions matching them are
+    not false positives. ``min_ref_area`` drops reference polygons smaller than this:
+    ``"20px"`` (raster pixels; the SpaceNet protocol ignores buildings under 20 px; without
+    ``raster`` the reference must be in pixel coordinates, no CRS) or ``"15m2"`` (ground m²);
+    ``min_area`` does the same in square CRS units. Returns a
+    :class:`~fastsam_geo.metrics.MatchResult` (tp, fp, fn, precision, recall, f1, mean_iou,
+    and how the reference was prepared).
     """
+    return _evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial, partial_column=partial_column,
+                     min_area=min_area, raster=raster, clip=clip, min_ref_area=min_ref_area)[0]
+
+
+def prepare_reference(gt: gpd.GeoDataFrame | str | os.PathLike, *, raster: str | os.PathLike | None = None,
+                      clip: bool = True, min_ref_area: str | None = None,
+                      min_area: float = 0.0) -> tuple[gpd.GeoDataFrame, dict]:
+    """The reference as :func:`evaluate` scores it (clipped to ``raster``'s valid footprint,
+    small polygons dropped), and ``{clipped, out_of_extent, below_min_area}``."""
+    import geopandas as gpd
+    import numpy as np
+    import shapely
+
+    from . import io
+    from .coords import geodesic_areas
+    from .options import parse_quantity
+    from .raster import valid_footprint
+
+    gt_df = gt if isinstance(gt, gpd.GeoDataFrame) else io.read_vector(gt)
+    notes = {"clipped": False, "out_of_extent": 0, "below_min_area": 0}
+    info = read_info(raster) if raster is not None else None
+    if info is not None and clip:
+        if gt_df.crs is None and len(gt_df):
+            raise InputError("cannot clip the reference to the raster: the reference has no CRS (or use --no-clip)")
+        fp = valid_footprint(raster)
+        step = max(info.width * abs(info.transform.a), info.height * abs(info.transform.e)) / 64
+        fp = gpd.GeoSeries([shapely.segmentize(fp, step)], crs=info.crs)
+        fp = fp.to_crs(gt_df.crs).iloc[0] if len(gt_df) else fp.iloc[0]
+        geoms = shapely.make_valid(np.asarray(gt_df.geometry.values, dtype=object))
+        inside = shapely.intersection(geoms, fp)
+        keep = shapely.area(inside) > 0
+        gt_df = gt_df[keep].copy()
+        gt_df = gt_df.set_geometry(gpd.GeoSeries(inside[keep], index=gt_df.index, crs=gt_df.crs))
+        notes.update(clipped=True, out_of_extent=int((~keep).sum()))
+    if min_ref_area is not None and len(gt_df):
+        value, unit = parse_quantity(min_ref_area, "min_ref_area", ("px", "m2"))
+        if unit == "px" and info is not None and gt_df.crs is not None:
+            areas = gt_df.to_crs(info.crs).geometry.area.to_numpy() / abs(info.transform.determinant)
+        elif unit == "px":
+            if gt_df.crs is not None:
+                raise InputError("min_ref_area in px needs the raster (--raster), or a reference in pixel "
+                                 "coordinates (no CRS)")
+            areas = gt_df.geometry.area.to_numpy()
+        else:
+            if gt_df.crs is None:
+                raise InputError("min_ref_area in m2 needs a reference with a CRS")
+            areas = geodesic_areas(gt_df.geometry.values, gt_df.crs)
+        small = areas < value
+        gt_df = gt_df[~small]
+        notes["below_min_area"] += int(small.sum())
+    if min_area > 0 and len(gt_df):
+        small = (gt_df.geometry.area < min_area).to_numpy()
+        gt_df = gt_df[~small]
+        notes["below_min_area"] += int(small.sum())
+    return gt_df, notes
+
+
+def _evaluate(pred, gt, *, iou, ignore_partial=False, partial_column="partial", min_area=0.0, raster=None,
+              clip=True, min_ref_area=None):
+    """``(result, pred_df, gt_df, raw, partial)``: the result, the layers as matched (predictions
+    in the reference CRS, the prepared reference), the matching before partial references
+    were set aside, and which references are partial (bool (M,))."""
+    import dataclasses
+
     import geopandas as gpd
     import numpy as np
 
@@ -140,23 +207,64 @@ def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | 
     if not (isinstance(iou, int | float) and 0 < iou <= 1):
         raise InputError(f"iou must be a number in (0, 1], got {iou!r}")
     pred_df = pred if isinstance(pred, gpd.GeoDataFrame) else io.read_vector(pred)
-    gt_df = gt if isinstance(gt, gpd.GeoDataFrame) else io.read_vector(gt)
+    gt_df, notes = prepare_reference(gt, raster=raster, clip=clip, min_ref_area=min_ref_area, min_area=min_area)
     if len(pred_df) and len(gt_df) and pred_df.crs != gt_df.crs:
         if pred_df.crs is None or gt_df.crs is None:
             raise InputError("cannot compare footprints: one of the layers has no CRS")
         pred_df = pred_df.to_crs(gt_df.crs)
-    if min_area > 0 and len(gt_df):
-        gt_df = gt_df[gt_df.geometry.area >= min_area]
-    res = match(pred_df.geometry.values, gt_df.geometry.values, iou)
+    raw = dataclasses.replace(match(pred_df.geometry.values, gt_df.geometry.values, iou), **notes)
+    partial = np.zeros(len(gt_df), bool)
     if not ignore_partial or partial_column not in gt_df.columns:
-        return res
+        return raw, pred_df, gt_df, raw, partial
     partial = gt_df[partial_column].fillna(0).astype(int).to_numpy() == 1
-    pairs = tuple(p for p in res.pairs if not partial[p[1]])
+    pairs = tuple(p for p in raw.pairs if not partial[p[1]])
     tp = len(pairs)
     # predictions matched to partial references are dropped from both counts
-    return MatchResult(tp=tp, fp=len(pred_df) - len(res.pairs), fn=int((~partial).sum()) - tp,
-                       iou_threshold=iou, mean_iou=float(np.mean([v for *_, v in pairs])) if pairs else 0.0,
-                       pairs=pairs)
+    res = MatchResult(tp=tp, fp=len(pred_df) - len(raw.pairs), fn=int((~partial).sum()) - tp,
+                      iou_threshold=iou, mean_iou=float(np.mean([v for *_, v in pairs])) if pairs else 0.0,
+                      pairs=pairs, **notes)
+    return res, pred_df, gt_df, raw, partial
+
+
+def evaluate_by_tile(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike,
+                     raster: str | os.PathLike, *, tile_size: int = 1024, iou: float = 0.5,
+                     ignore_partial: bool = False, partial_column: str = "partial", clip: bool = True,
+                     min_ref_area: str | None = None):
+    """:func:`evaluate`, split by tile: the raster cut into ``tile_size``-pixel squares from
+    its top-left corner, each polygon in the tile holding its centroid (a match counts in its
+    reference's tile). Returns a DataFrame, one row per tile with any polygon: ``row``,
+    ``col``, ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``, ``mean_iou``; its
+    totals are :func:`evaluate`'s."""
+    import numpy as np
+    import pandas as pd
+    import shapely
+
+    from .coords import map_to_pixel
+    from .metrics import by_cell
+
+    if not (isinstance(tile_size, int) and tile_size > 0):
+        raise InputError(f"tile_size must be a positive whole number, got {tile_size!r}")
+    info = read_info(raster)
+    _, pred_df, gt_df, raw, partial = _evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial,
+                                                partial_column=partial_column, raster=raster, clip=clip,
+                                                min_ref_area=min_ref_area)
+
+    def cells(df):
+        if not len(df):
+            return []
+        c = shapely.point_on_surface(np.asarray(df.to_crs(info.crs).geometry.values, dtype=object))
+        col, row = map_to_pixel(shapely.get_x(c), shapely.get_y(c), info.transform)
+        return list(zip((np.floor(row) // tile_size).astype(int).tolist(),
+                        (np.floor(col) // tile_size).astype(int).tolist()))
+
+    split = by_cell(raw, cells(pred_df), cells(gt_df), partial)
+    rows = []
+    for (r, c), (tp, fp, fn, miou) in sorted(split.items()):
+        p = tp / (tp + fp) if tp + fp else 0.0
+        rc = tp / (tp + fn) if tp + fn else 0.0
+        rows.append(dict(row=r, col=c, tp=tp, fp=fp, fn=fn, precision=p, recall=rc,
+                         f1=2 * p * rc / (p + rc) if p + rc else 0.0, mean_iou=miou))
+    return pd.DataFrame(rows, columns=["row", "col", "tp", "fp", "fn", "precision", "recall", "f1", "mean_iou"])
 
 
 def edge_map(path: str | os.PathLike, output: str | os.PathLike, *, segmenter: object = None,

@@ -158,10 +158,16 @@ def main(debug: bool) -> None:
                    "--no-dedup keeps nested objects (FastSAM's everything mode).")
 @click.option("--skip-failed-tiles", is_flag=True,
               help="A tile whose segmentation fails is skipped (and named) instead of stopping the run.")
-@click.option("--min-area", type=int, default=16, show_default=True,
-              help="Drop masks under this many pixels.")
-@click.option("--simplify", type=float, default=0.0, show_default=True,
-              help="Simplify outlines with this tolerance, in pixels.")
+@click.option("--min-area", default="16px", show_default=True, metavar="AREA",
+              help="Drop masks under AREA pixels (16px; a bare number is pixels, as before), or footprints "
+                   "under AREA ground m2 after merging (e.g. 10m2).")
+@click.option("--max-area", default=None, metavar="M2", help="Drop footprints over this ground area, m2.")
+@click.option("--simplify", default="0", show_default=True, metavar="TOL",
+              help="Simplify outlines with this tolerance: 0.3m (ground metres) or 1px (pixels; a bare number "
+                   "is pixels, as before).")
+@click.option("--regularize", is_flag=True,
+              help="Right-angle footprints (buildingregulariser; needs the [regularize] extra).")
+@click.option("--fill-holes-below", default=None, metavar="M2", help="Fill holes smaller than this, ground m2.")
 @click.option("--min-quality", type=float, default=0.0, show_default=True,
               help="Drop objects whose mask quality (the quality column, 0-1) is below this.")
 @click.option("--point", "points", multiple=True, metavar="X,Y[,LABEL]",
@@ -180,8 +186,8 @@ def main(debug: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
 def segment(raster, output, layer, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
-            max_det, tta, dedup, skip_failed_tiles, min_area, simplify, min_quality, points, boxes, prompt_crs,
-            prompts_file, texts, clip, bbox, cache, quiet, dst_crs):
+            max_det, tta, dedup, skip_failed_tiles, min_area, max_area, simplify, regularize, fill_holes_below,
+            min_quality, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, quiet, dst_crs):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
@@ -191,8 +197,8 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
 
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), stretch=stretch,
                       device=device, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, batch_size=batch_size,
-                      tta=tta, dedup=dedup, min_area=min_area, simplify=simplify, skip_failed_tiles=skip_failed_tiles,
-                      min_quality=min_quality)
+                      tta=tta, dedup=dedup, skip_failed_tiles=skip_failed_tiles, min_quality=min_quality,
+                      **cleanup_options(min_area, max_area, simplify, regularize, fill_holes_below))
     check_output(output, inputs=[raster, prompts_file], layer=layer)
     for crs in (prompt_crs, dst_crs):
         if crs is not None:
@@ -338,25 +344,91 @@ def demo(output, device):
                f"recall {r.recall:.2f}, F1@0.5 {r.f1:.2f}\n{ATTRIBUTION}")
 
 
+def cleanup_options(min_area: str, max_area: str | None, simplify: str, regularize: bool,
+                    fill_holes_below: str | None) -> dict:
+    """Options fields of the segment command's clean-up flags (units parsed, bare numbers as before)."""
+    from .options import parse_quantity
+
+    area, unit = parse_quantity(min_area, "--min-area", ("px", "m2"), default="px")
+    tol, tol_unit = parse_quantity(simplify, "--simplify", ("m", "px"), default="px")
+    if unit == "px" and area != int(area):
+        raise click.BadParameter(f"{min_area!r}: a pixel count is a whole number", param_hint="--min-area")
+    out = dict(min_area=int(area)) if unit == "px" else dict(min_area_m2=area)
+    out.update(simplify=tol) if tol_unit == "px" else out.update(simplify_m=tol)
+    if max_area is not None:
+        out["max_area_m2"] = parse_quantity(max_area, "--max-area", ("m2",), default="m2")[0]
+    if fill_holes_below is not None:
+        out["fill_holes_below_m2"] = parse_quantity(fill_holes_below, "--fill-holes-below", ("m2",), default="m2")[0]
+    return dict(out, regularize=regularize)
+
+
 @main.command()
 @click.argument("pred", type=DATASET)
 @click.argument("gt", type=DATASET)
 @click.option("--iou", default=0.5, show_default=True, type=float, help="IoU for a match.")
+@click.option("--raster", type=DATASET, default=None,
+              help="The image PRED comes from: the reference is clipped to its valid footprint (and needed by "
+                   "--by-tile, --plot, --min-ref-area in px).")
+@click.option("--clip/--no-clip", default=True, show_default=True,
+              help="Clip the reference to the raster's valid pixels; --no-clip counts every reference polygon "
+                   "(those outside the image as misses).")
 @click.option("--ignore-partial", is_flag=True,
               help="Reference polygons with partial=1 (cut by the image edge) count neither way.")
+@click.option("--min-ref-area", default=None, metavar="AREA",
+              help="Ignore reference polygons smaller than AREA: 20px (raster pixels; the SpaceNet 2 protocol "
+                   "ignores buildings under 20 px) or 15m2 (ground square metres).")
+@click.option("--by-tile", is_flag=True, help="Also print a table per tile (--tile-size squares of --raster).")
+@click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size for --by-tile, pixels.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PNG",
+              help="Draw the imagery with TP/FP/FN outlines to this PNG (needs --raster and the [plot] extra).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @handle_errors
-def evaluate(pred, gt, iou, ignore_partial, as_json):
+def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile, tile_size, plot, as_json):
     """Score predicted footprints PRED against reference footprints GT (any vector files)."""
     from .api import evaluate as run_evaluate
+    from .api import evaluate_by_tile, prepare_reference
+    from .errors import InputError
 
-    r = run_evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial)
+    if (by_tile or plot) and raster is None:
+        raise InputError(f"{'--by-tile' if by_tile else '--plot'} needs --raster (the image PRED comes from)")
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise InputError(f"{plot}: --plot writes a PNG; name it .png")
+    if plot is not None and not plot.resolve().parent.is_dir():
+        raise InputError(f"{plot}: folder {plot.parent} does not exist")
+    if plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise InputError("--plot needs matplotlib: pip install 'fastsam-geo[plot]'")
+    kw = dict(iou=iou, ignore_partial=ignore_partial, min_ref_area=min_ref_area, raster=raster, clip=clip)
+    r = run_evaluate(pred, gt, **kw)
+    tiles = evaluate_by_tile(pred, gt, raster, tile_size=tile_size, **{k: v for k, v in kw.items() if k != "raster"}) \
+        if by_tile else None
+    if plot is not None:
+        from . import plots
+
+        ref, _ = prepare_reference(gt, raster=raster, clip=clip, min_ref_area=min_ref_area)
+        plots.save(plots.show_evaluation(raster, pred, ref, r, ignore_partial=ignore_partial), plot)
     rec = r.as_dict()
     if as_json:
+        if tiles is not None:
+            rec["tiles"] = tiles.to_dict(orient="records")
         click.echo(json.dumps(rec, indent=2))
         return
+    if r.clipped:
+        click.echo(f"Reference clipped to the raster's valid footprint: {r.out_of_extent} polygon(s) out of extent "
+                   "not counted (--no-clip counts them).")
+    else:
+        click.echo("Reference not clipped " + ("(--no-clip)." if raster is not None else
+                                               "(give --raster to clip it to the image)."))
+    if r.below_min_area:
+        click.echo(f"{r.below_min_area} reference polygon(s) under {min_ref_area} ignored.")
     click.echo(f"TP {r.tp}  FP {r.fp}  FN {r.fn}  precision {r.precision:.6f}  recall {r.recall:.6f}  "
                f"F1 {r.f1:.6f}  mean IoU {r.mean_iou:.4f}  (IoU >= {iou:g})")
+    if tiles is not None:
+        click.echo(tiles.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if plot is not None:
+        click.echo(f"plot -> {plot}")
 
 
 @main.command()

@@ -16,7 +16,12 @@ import shapely
 
 @dataclass(frozen=True)
 class MatchResult:
-    """Counts and scores of one evaluation; ``pairs`` are ``(pred_index, gt_index, iou)``."""
+    """Counts and scores of one evaluation; ``pairs`` are ``(pred_index, gt_index, iou)``.
+
+    How the reference was prepared: ``clipped`` (cut to the raster's valid footprint),
+    ``out_of_extent`` (reference polygons dropped because no part of them lies on valid
+    pixels), ``below_min_area`` (reference polygons dropped as too small to count).
+    """
 
     tp: int
     fp: int
@@ -24,6 +29,9 @@ class MatchResult:
     iou_threshold: float
     mean_iou: float
     pairs: tuple[tuple[int, int, float], ...] = ()
+    clipped: bool = False
+    out_of_extent: int = 0
+    below_min_area: int = 0
 
     @property
     def precision(self) -> float:
@@ -74,3 +82,34 @@ def match(pred: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> MatchResult:
     mean = float(np.mean([v for *_, v in pairs])) if pairs else 0.0
     return MatchResult(tp=tp, fp=len(pred) - tp, fn=len(gt) - tp, iou_threshold=iou, mean_iou=mean,
                        pairs=tuple(pairs))
+
+
+def by_cell(result: MatchResult, pred_cell: list, gt_cell: list,
+            gt_ignored: np.ndarray | None = None) -> dict:
+    """Split a result's counts by cell (e.g. tile): ``pred_cell`` (N,) and ``gt_cell`` (M,) hold
+    each polygon's cell key (hashable). A match counts in its reference's cell, an unmatched prediction
+    in its own, a missed reference in its own; references flagged in ``gt_ignored`` (M,) bool,
+    and predictions matched to them, count nowhere. Returns ``{cell: (tp, fp, fn, mean_iou)}``.
+    """
+    ignored = np.zeros(len(gt_cell), bool) if gt_ignored is None else np.asarray(gt_ignored, bool)
+    out: dict = {}
+
+    def add(cell, tp=0, fp=0, fn=0, iou=None):
+        c = out.setdefault(cell, [0, 0, 0, []])
+        c[0], c[1], c[2] = c[0] + tp, c[1] + fp, c[2] + fn
+        if iou is not None:
+            c[3].append(iou)
+
+    matched_p, matched_g = set(), set()
+    for p, g, v in result.pairs:
+        matched_p.add(p)
+        matched_g.add(g)
+        if not ignored[g]:
+            add(gt_cell[g], tp=1, iou=v)
+    for p in range(len(pred_cell)):
+        if p not in matched_p:
+            add(pred_cell[p], fp=1)
+    for g in range(len(gt_cell)):
+        if g not in matched_g and not ignored[g]:
+            add(gt_cell[g], fn=1)
+    return {k: (tp, fp, fn, float(np.mean(v)) if v else 0.0) for k, (tp, fp, fn, v) in out.items()}

@@ -44,6 +44,11 @@ class Options:
     whose segmentation fails is skipped and listed, instead of stopping the run),
     ``min_quality`` (drop objects whose mask quality, the ``quality`` column, is below this,
     0-1; objects without a quality, from segmenters that give no mask probabilities, are kept).
+
+    Clean-up of the merged footprints (:mod:`fastsam_geo.cleanup`; ground units, any CRS):
+    ``regularize`` (right angles; needs the ``[regularize]`` extra), ``simplify_m``
+    (outline tolerance, metres), ``min_area_m2`` / ``max_area_m2`` (keep objects in this
+    area range, m²), ``fill_holes_below_m2`` (fill holes smaller than this, m²).
     """
 
     tile_size: int = 1024
@@ -65,6 +70,11 @@ class Options:
     prefer: str = "edge"
     skip_failed_tiles: bool = False
     min_quality: float = 0.0
+    regularize: bool = False
+    simplify_m: float = 0.0
+    min_area_m2: float = 0.0
+    max_area_m2: float | None = None
+    fill_holes_below_m2: float = 0.0
 
     def __post_init__(self) -> None:
         validate_tiling(self.tile_size, self.overlap)
@@ -86,7 +96,12 @@ class Options:
         _integer("min_area", self.min_area, 0, 2**31)
         _number("simplify", self.simplify, 0.0, 1e6)
         _number("min_quality", self.min_quality, 0.0, 1.0)
-        for name in ("tta", "dedup", "skip_failed_tiles"):
+        for name in ("simplify_m", "min_area_m2", "fill_holes_below_m2"):
+            _number(name, getattr(self, name), 0.0, 1e12)
+        _number("max_area_m2", self.max_area_m2, 0.0, 1e12, optional=True, open_low=True)
+        if self.max_area_m2 is not None and self.max_area_m2 < self.min_area_m2:
+            raise InputError(f"max_area_m2 ({self.max_area_m2:g}) is below min_area_m2 ({self.min_area_m2:g})")
+        for name in ("tta", "dedup", "skip_failed_tiles", "regularize"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.half is not None and not isinstance(self.half, bool):
@@ -101,6 +116,12 @@ class Options:
         if unknown:
             raise InputError(f"unknown option {unknown[0]!r}; options are: {', '.join(sorted(known))}")
         return dataclasses.replace(options or cls(), **changes)
+
+    def cleanup(self) -> dict:
+        """Keyword arguments for :func:`fastsam_geo.cleanup.clean`; empty when nothing is asked."""
+        out = dict(regularize_=self.regularize, simplify_m=self.simplify_m, min_area_m2=self.min_area_m2,
+                   max_area_m2=self.max_area_m2, fill_holes_below_m2=self.fill_holes_below_m2)
+        return out if any(v for v in out.values()) else {}
 
     def engine(self) -> dict:
         """Keyword arguments for :class:`~fastsam_geo.engine.FastSAMSegmenter` (the model's own
@@ -143,3 +164,26 @@ def _integer(name: str, value: object, lo: int, hi: int, *, optional: bool = Fal
         return
     if not _is_int(value) or not lo <= value <= hi:
         raise InputError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
+
+
+_QUANTITY = re.compile(r"^\s*(-?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(px|m2|m²|m)?\s*$")
+
+
+def parse_quantity(text: object, name: str, units: tuple[str, ...], default: str | None = None) -> tuple[float, str]:
+    """``"20px"`` -> ``(20.0, "px")``, ``"15m2"`` / ``"15 m²"`` -> ``(15.0, "m2")``, ``"0.5m"`` ->
+    ``(0.5, "m")``; a bare number takes ``default`` (none: an :class:`InputError`), as does a
+    plain int/float. Only ``units`` are accepted."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        value, unit = float(text), None
+    else:
+        m = _QUANTITY.match(str(text))
+        if not m:
+            raise InputError(f"{name} must be a number with a unit ({' or '.join(units)}), e.g. 20{units[0]}; "
+                             f"got {text!r}")
+        value, unit = float(m.group(1)), m.group(2)
+    unit = {"m²": "m2"}.get(unit, unit) or default
+    if unit not in units:
+        raise InputError(f"{name} needs a unit: {' or '.join(units)} (e.g. {value:g}{units[0]}); got {text!r}")
+    if not math.isfinite(value) or value < 0:
+        raise InputError(f"{name} must be a number >= 0, got {text!r}")
+    return value, unit

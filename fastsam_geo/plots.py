@@ -476,9 +476,20 @@ def is_online(host: str = "cdn.jsdelivr.net", port: int = 443, timeout: float = 
 def save(ax, path: str | os.PathLike, *, dpi: int = 110, close: bool = True) -> str:
     """Write the figure of ``ax`` (an Axes, a pair, or a Figure) to ``path`` (PNG, SVG, PDF by
     suffix), tightly cropped, and close it (``close``) so scripts and the CLI do not pile up
-    figures. Returns the path."""
+    figures. Written atomically: an interrupted save leaves no half-written picture. Returns
+    the path."""
+    from pathlib import Path
+
+    from .atomic import commit, discard, reserve
+
     fig = ax if hasattr(ax, "savefig") else np.ravel(ax)[0].figure
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    tmp = reserve(Path(path))
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=Path(path).suffix.lstrip(".").lower() or None)
+        commit(tmp, Path(path))
+    except BaseException:
+        discard(tmp)
+        raise
     if close:
         import matplotlib.pyplot as plt
 

@@ -338,3 +338,33 @@ class TileReader:
         if self._palette_alpha:
             valid = valid & (rgba[..., 3] > 0)
         return rgba[..., :3].transpose(2, 0, 1), valid
+
+
+FOOTPRINT_SIZE = 2048
+
+
+def valid_footprint(path: str | os.PathLike, *, max_size: int = FOOTPRINT_SIZE):
+    """The raster's valid-data area as a shapely (Multi)Polygon in its own CRS: the exact
+    bounds when no pixel can be nodata, else GDAL's dataset mask read decimated to at most
+    ``max_size`` pixels on the long side and traced (edges accurate to that resolution)."""
+    import shapely
+    from rasterio import features
+
+    with _open(path) as src:
+        info = _info(src, os.fspath(path))
+        left, bottom, right, top = src.bounds
+        flags = src.mask_flag_enums[0] if src.count else []
+        if not info.has_mask and src.nodata is None and MaskFlags.all_valid in flags:
+            return shapely.box(left, bottom, right, top)
+        k = max(1, int(np.ceil(max(src.width, src.height) / max_size)))
+        shape = (max(1, src.height // k), max(1, src.width // k))
+        try:
+            mask = src.dataset_mask(out_shape=shape) > 0
+        except GDAL_ERRORS as exc:
+            raise RasterError(f"{os.fspath(path)}: mask cannot be read ({_detail(exc)})") from exc
+    if mask.all():
+        return shapely.box(left, bottom, right, top)
+    transform = src.transform @ Affine.scale(src.width / shape[1], src.height / shape[0])
+    polys = [shapely.geometry.shape(g) for g, v in features.shapes(mask.astype(np.uint8), mask=mask,
+                                                                   transform=transform) if v]
+    return shapely.union_all(polys) if polys else shapely.Polygon()

@@ -21,6 +21,7 @@ import shapely
 
 from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
+from .cleanup import clean
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs, transform_geometries
 from .errors import CRSError, EmptyResultWarning, InputError, RasterError
 from .masks import Regions, suppress_duplicates
@@ -162,12 +163,16 @@ class SegmentedRaster:
             regions = [pix]
         crs, transform, opts = self.info.crs, self.info.transform, self.vector
         min_quality = self.options.min_quality
+        tidy = self.options.cleanup()
 
         def vectorise(objects):  # runs in the pipeline's post thread
             if min_quality > 0:  # objects without a quality (NaN: the segmenter gives none) stay
                 objects = [o for o in objects if not o.quality < min_quality]
             geoms, objs = objects_to_rows(objects, transform, min_component=opts.min_component,
                                           min_hole=opts.min_hole, simplify=opts.simplify)
+            if tidy and geoms:  # footprint clean-up of merged objects (fastsam_geo.cleanup)
+                cleaned, keep = clean(np.asarray(geoms, dtype=object), crs, **tidy)
+                geoms, objs = list(as_multipolygons(cleaned)), [objs[i] for i in keep]
             if area is not None and geoms:
                 keep = shapely.intersects(np.asarray(geoms, dtype=object), area)
                 geoms = [g for g, k in zip(geoms, keep) if k]

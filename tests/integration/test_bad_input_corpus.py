@@ -150,7 +150,7 @@ CASES: dict[str, Case] = {
     "batch -1": Case(lambda d: _seg(_scene(d), "o.gpkg", "--batch-size", -1), r"batch_size must be"),
     "simplify nan": Case(lambda d: _seg(_scene(d), "o.gpkg", "--simplify", "nan"), r"simplify must be"),
     "max-det 0": Case(lambda d: _seg(_scene(d), "o.gpkg", "--max-det", 0), r"max_det must be"),
-    "min-area -1": Case(lambda d: _seg(_scene(d), "o.gpkg", "--min-area", -1), r"min_area must be"),
+    "min-area -1": Case(lambda d: _seg(_scene(d), "o.gpkg", "--min-area", -1), r"min.area must be"),
     "device gpu": Case(lambda d: _seg(_scene(d), "o.gpkg", "--device", "gpu"), r"device must be"),
     "stretch unknown": Case(lambda d: _seg(_scene(d), "o.gpkg", "--stretch", "linear"), r"stretch"),
     "bands 9": Case(lambda d: _seg(_scene(d), "o.gpkg", "--bands", "1,2,9"), r"band 9 does not exist"),
