@@ -53,6 +53,7 @@ def segment_raster(
     text_embedder: object = None,
     output: str | os.PathLike | None = None,
     layer: str | None = None,
+    dst_crs: object = None,
     progress: bool | ProgressCallback | None = None,
     stats: RunStats | None = None,
     **kwargs,
@@ -88,14 +89,18 @@ def segment_raster(
     text_embedder: for text prompts: a CLIP spec (``"ViT-B-32:/path/weights.bin"``) or an
         embedder object; default CLIP ViT-B-32 from the local cache.
     output: also write the result there (.gpkg, .parquet, .geojson, .fgb); the path is
-        checked before any work, and written atomically.
+        checked before any work, and written atomically. A GeoJSON file is RFC 7946 (WGS 84
+        lon/lat) unless ``dst_crs`` says otherwise.
+    dst_crs: reproject the result (the frame and ``output``) to this CRS (anything pyproj
+        reads); checked before any work. ``area_m2`` does not change (it is geodesic).
     progress: ``True`` for a progress bar (tqdm; a widget in Jupyter), or a callable given a
         :class:`~fastsam_geo.types.Progress` after each batch: return False to cancel.
 
     Returns
     -------
-    GeoDataFrame with ``geometry`` (Polygon/MultiPolygon), ``score`` (model confidence,
-    0-1) and ``area_m2`` (geodesic area in square metres), in the raster's CRS.
+    GeoDataFrame with ``geometry`` (MultiPolygon), ``score`` (model confidence, 0-1),
+    ``area_m2`` (geodesic area in square metres), ``source`` (the raster path as given) and
+    ``model`` (the segmenter's name), in the raster's CRS (or ``dst_crs``).
     An empty result is a valid empty frame, with an :class:`EmptyResultWarning`.
     """
     from . import io
@@ -109,9 +114,9 @@ def segment_raster(
     sr = SegmentedRaster(path, segmenter=segmenter, options=options, cache=single_call_cache(cache, bool(prompts)),
                          text_embedder=text_embedder)
     if prompts is not None:
-        return sr.prompt(prompts, progress=progress, output=output, layer=layer, stats=stats)
+        return sr.prompt(prompts, progress=progress, output=output, layer=layer, stats=stats, dst_crs=dst_crs)
     return sr.segment(bbox=bbox, bbox_crs=bbox_crs, progress=progress, output=output, layer=layer,
-                      stats=stats)
+                      stats=stats, dst_crs=dst_crs)
 
 
 def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike, *,
