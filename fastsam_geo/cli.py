@@ -219,7 +219,9 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
     if not quiet:
         click.echo(f"{what} from {stats.tiles} tiles ({stats.tiles_cached} cached, {stats.tiles_skipped} empty"
                    + (f", {len(stats.failed)} failed and skipped" if stats.failed else "")
-                   + f") in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
+                   + f") in {time.perf_counter() - t0:.1f} s"
+                   + (f" on {stats.extra['workers']} Dask workers" if "workers" in stats.extra else "")
+                   + f" -> {output}", err=True)
 
 
 def _cluster(scheduler: str | None, workers: int | None):

@@ -158,7 +158,9 @@ def iter_objects_dask(client, reader: TileReader, grid: TileGrid, spec: object, 
         regions = [t.box for t in todo]
     if regions is not None and not isinstance(regions, Regions):
         regions = Regions(regions)
-    window = max(2, WINDOW_PER_THREAD * max(1, sum(client.nthreads().values())))
+    nthreads = client.nthreads()
+    stats.extra["workers"] = len(nthreads)
+    window = max(2, WINDOW_PER_THREAD * max(1, sum(nthreads.values())))
     proto = _proto(reader)
     total, done = len(todo), [0]
     stats.extra.setdefault("bytes_back", 0)
