@@ -134,3 +134,25 @@ print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'dask', 'distributed'}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env(), timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_a_damaged_record_is_segmented_again_and_a_cut_temporary_removed(scene_tif, tmp_path):
+    from fastsam_geo import segment_raster
+    from fastsam_geo.errors import CacheWarning
+
+    job = tmp_path / "job"
+    kw = dict(segmenter=SPEC, tile_size=64, overlap=16)
+    ref = segment_raster(scene_tif, job_dir=job, **kw)
+    records = sorted(job.glob("*/*/t*.npz"))
+    records[3].write_bytes(records[3].read_bytes()[:100])  # a disk that flipped, or a foreign file
+    (records[0].parent / ".t5.abcdef.npz").write_bytes(b"cut short by a kill")
+    log = tmp_path / "log"
+    os.environ["FSG_TEST_LOG"] = str(log)
+    try:
+        with pytest.warns(CacheWarning, match="damaged or foreign"):
+            got = segment_raster(scene_tif, job_dir=job, **kw)
+    finally:
+        del os.environ["FSG_TEST_LOG"]
+    assert len(logged(log)) == 1  # only the damaged tile
+    assert list(got.geometry.to_wkb()) == list(ref.geometry.to_wkb())
+    assert not list(job.glob("*/*/.t*"))
