@@ -64,9 +64,8 @@ class JobStore(DiskStore):
         record = json.loads(json.dumps({"version": JOB_VERSION, "raster": os.fspath(raster), "raster_key": rkey,
                                         "run": run, "params": params}, default=str))
         if restart:
-            discard_job(root)
-        else:
-            check_job(root, record)
+            discard_job(root)  # ours only: a folder of other files is still refused below
+        check_job(root, record)
         if not (root / JOB_FILE).exists():  # first, so a folder with tiles always says whose they are
             _durable_write(root / JOB_FILE, json.dumps(record, indent=2).encode())
         super().__init__(root, raster, run, grid=grid)
