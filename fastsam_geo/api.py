@@ -56,6 +56,9 @@ def segment_raster(
     dst_crs: object = None,
     progress: bool | ProgressCallback | None = None,
     stats: RunStats | None = None,
+    job_dir: str | os.PathLike | None = None,
+    restart: bool = False,
+    client: object = None,
     **kwargs,
 ) -> gpd.GeoDataFrame:
     """Segment a georeferenced raster into polygons in the raster's CRS: every object, or
@@ -95,6 +98,14 @@ def segment_raster(
         reads); checked before any work. ``area_m2`` does not change (it is geodesic).
     progress: ``True`` for a progress bar (tqdm; a widget in Jupyter), or a callable given a
         :class:`~fastsam_geo.types.Progress` after each batch: return False to cancel.
+    job_dir: a folder recording each finished tile durably (see :mod:`fastsam_geo.jobs`):
+        the same call after a crash or kill segments only the tiles not yet recorded and gives
+        the same result. A job started with other options or on a changed raster is refused
+        unless ``restart`` (which discards it).
+    client: a ``dask.distributed.Client``: tiles are read and segmented on its workers (which
+        must see ``path``: a shared file system, ``/vsicurl/`` or ``/vsis3/``), seams merged
+        here as they come back (see :mod:`fastsam_geo.distributed`). ``segmenter`` must then
+        be weights or a ``package.module:factory`` spec.
 
     Returns
     -------
@@ -112,7 +123,7 @@ def segment_raster(
     if prompts is not None and bbox is not None:
         raise InputError("give prompts or a bbox, not both")
     sr = SegmentedRaster(path, segmenter=segmenter, options=options, cache=single_call_cache(cache, bool(prompts)),
-                         text_embedder=text_embedder)
+                         text_embedder=text_embedder, job_dir=job_dir, restart=restart, client=client)
     if prompts is not None:
         return sr.prompt(prompts, progress=progress, output=output, layer=layer, stats=stats, dst_crs=dst_crs)
     return sr.segment(bbox=bbox, bbox_crs=bbox_crs, progress=progress, output=output, layer=layer,

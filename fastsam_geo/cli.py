@@ -7,6 +7,7 @@ line and exit code 1 (``--debug`` shows the traceback).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -183,11 +184,20 @@ def main(debug: bool) -> None:
               help="Only segment this area (in --prompt-crs, default the raster's CRS).")
 @click.option("--cache", default=None, metavar="DIR|auto",
               help="Keep per-tile results there for later runs and prompts (auto: user cache folder).")
+@click.option("--job-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Record each finished tile there; the same command after a crash or kill resumes, and writes "
+                   "the same output.")
+@click.option("--restart", is_flag=True, help="Discard the job in --job-dir (other options, changed raster).")
+@click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+              help="Segment tiles on this Dask cluster's workers (they must see RASTER; needs [distributed]).")
+@click.option("--workers", type=click.IntRange(1, 4096), default=None,
+              help="Segment tiles on a local Dask cluster of N worker processes (needs [distributed]).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
 def segment(raster, output, layer, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
             max_det, tta, dedup, skip_failed_tiles, min_area, max_area, simplify, regularize, fill_holes_below,
-            min_quality, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, quiet, dst_crs):
+            min_quality, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, job_dir, restart, scheduler,
+            workers, quiet, dst_crs):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
@@ -215,15 +225,16 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
         area = (box.xmin, box.ymin, box.xmax, box.ymax)
     stats = RunStats()
     t0 = time.perf_counter()
-    sr = SegmentedRaster(raster, segmenter=model, options=options, cache=single_call_cache(cache, bool(prompts)),
-                         text_embedder=clip)
-    if prompts:
-        gdf = sr.prompt(prompts, progress=not quiet, output=output, layer=layer, stats=stats, dst_crs=dst_crs)
-        what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"
-    else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
-        n = sr.segment_to_file(output, layer=layer, bbox=area, bbox_crs=prompt_crs, progress=not quiet,
-                               stats=stats, dst_crs=dst_crs)
-        what = f"{n} objects"
+    with _cluster(scheduler, workers) as client:
+        sr = SegmentedRaster(raster, segmenter=model, options=options, cache=single_call_cache(cache, bool(prompts)),
+                             text_embedder=clip, job_dir=job_dir, restart=restart, client=client)
+        if prompts:
+            gdf = sr.prompt(prompts, progress=not quiet, output=output, layer=layer, stats=stats, dst_crs=dst_crs)
+            what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"
+        else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
+            n = sr.segment_to_file(output, layer=layer, bbox=area, bbox_crs=prompt_crs, progress=not quiet,
+                                   stats=stats, dst_crs=dst_crs)
+            what = f"{n} objects"
     for tile, error in stats.failed:
         x0, y0, x1, y1 = tile.box
         click.echo(f"Warning: skipped tile row {tile.row}, column {tile.col} (pixels x {x0}-{x1}, y {y0}-{y1}): "
@@ -231,7 +242,18 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
     if not quiet:
         click.echo(f"{what} from {stats.tiles} tiles ({stats.tiles_cached} cached, {stats.tiles_skipped} empty"
                    + (f", {len(stats.failed)} failed and skipped" if stats.failed else "")
-                   + f") in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
+                   + f") in {time.perf_counter() - t0:.1f} s"
+                   + (f" on {stats.extra['workers']} Dask workers" if "workers" in stats.extra else "")
+                   + f" -> {output}", err=True)
+
+
+def _cluster(scheduler: str | None, workers: int | None):
+    """A Dask client for --scheduler / --workers, or none (then dask is never imported)."""
+    if scheduler is None and workers is None:
+        return contextlib.nullcontext()
+    from .distributed import cluster
+
+    return cluster(scheduler, workers)
 
 
 @main.command()

@@ -61,7 +61,8 @@ def iter_batches(reader: TileReader, tiles: Sequence[Tile], batch_size: int | Ca
                  stop: threading.Event | None = None) -> Iterator[tuple]:
     """Read ``tiles`` in order; yield ``("ready", tile, instances)`` for tiles that need no
     model (cached in ``store``, or fully masked: never sent to the model) and
-    ``("batch", tiles, images, valids)`` for batches the model must see. ``batch_size`` may be
+    ``("batch", tiles, images, valids)`` for batches the model must see, every tile in the
+    order given (a batch is cut short before a ready tile). ``batch_size`` may be
     a callable, asked before each batch (it shrinks after an out-of-memory error).
     """
     size = batch_size if callable(batch_size) else (lambda: batch_size)
@@ -73,6 +74,9 @@ def iter_batches(reader: TileReader, tiles: Sequence[Tile], batch_size: int | Ca
             cached = store.get(index(tile))
             if cached is not None:
                 stats.tiles_cached += 1
+                if batch[0]:  # tiles reach the merger in order, whichever were cached (a resumed
+                    yield ("batch", *batch)  # job's output must be the uninterrupted run's)
+                    batch = ([], [], [])
                 yield ("ready", tile, cached)
                 continue
         t0 = time.perf_counter()
@@ -80,6 +84,9 @@ def iter_batches(reader: TileReader, tiles: Sequence[Tile], batch_size: int | Ca
         stats.read_seconds += time.perf_counter() - t0
         if not valid.any():
             stats.tiles_skipped += 1
+            if batch[0]:
+                yield ("batch", *batch)
+                batch = ([], [], [])
             yield ("ready", tile, Instances.empty((tile.height, tile.width)))
             continue
         batch[0].append(tile)

@@ -70,8 +70,12 @@ class SegmentedRaster:
     """
 
     def __init__(self, path: str | os.PathLike, *, segmenter: object = None, options: Options | None = None,
-                 cache: str | os.PathLike | bool | None = None, text_embedder: object = None, **kwargs):
+                 cache: str | os.PathLike | bool | None = None, text_embedder: object = None,
+                 job_dir: str | os.PathLike | None = None, restart: bool = False, client: object = None,
+                 **kwargs):
         self.options = Options.of(options, **kwargs)
+        check_job_options(job_dir, restart, cache, client, segmenter)
+        self.client = client  # a dask.distributed.Client: tiles are segmented on its workers
         self.path = os.fspath(path)
         self.info = read_info(self.path)
         opts = self.options
@@ -84,7 +88,7 @@ class SegmentedRaster:
             else None
         self._text_spec = text_embedder
         self._embedder = None
-        self.store = self._open_store(cache)
+        self.store = self._open_store(cache) if job_dir is None else self._open_job(job_dir, restart)
         self.provenance = {"source": self.path, "model": model_name(segmenter)}
         self._all: list[MergedObject] | None = None  # every object, once all tiles were segmented
         self._all_emb: dict[str, np.ndarray] = {}  # their embeddings, per text embedder
@@ -268,10 +272,24 @@ class SegmentedRaster:
                           stacklevel=3)
             return MemoryStore()
         root = default_cache_dir() if str(cache) == "auto" else Path(cache)
-        run = dict(self.options.result_key(), model=key, bands=list(self.reader.bands),
-                   stretch=[self.reader.stretch.lo, self.reader.stretch.hi], format=CACHE_FORMAT,
-                   palette=self.reader.palette is not None)
-        return DiskStore(root, self.path, run, grid=self.grid)
+        return DiskStore(root, self.path, self._run_key(key), grid=self.grid)
+
+    def _run_key(self, model_key: str) -> dict:
+        """What keys a tile's stored results: every option changing its masks, the model, the pixels."""
+        return dict(self.options.result_key(), model=model_key, bands=list(self.reader.bands),
+                    stretch=[self.reader.stretch.lo, self.reader.stretch.hi], format=CACHE_FORMAT,
+                    palette=self.reader.palette is not None)
+
+    def _open_job(self, job_dir, restart: bool):
+        from .jobs import JobStore
+
+        key = segmenter_key(self._spec, self.options)
+        if key is None:
+            raise InputError("a resumable job needs a segmenter it can recognise on resume: weights, a "
+                             "package.module:factory spec, or a callable with a cache_key attribute")
+        o = self.options
+        params = dict(dedup=o.dedup, prefer=o.prefer, simplify=o.simplify, skip_failed_tiles=o.skip_failed_tiles)
+        return JobStore(job_dir, self.path, self._run_key(key), params, grid=self.grid, restart=restart)
 
     def _lazy(self) -> _LazySegmenter:
         return _LazySegmenter(self)
@@ -285,6 +303,12 @@ class SegmentedRaster:
         """:func:`~fastsam_geo.pipeline.iter_objects` with this session's reader, store and options."""
         opts = self.options
         merger = SeamMerger(self.grid, prefer=opts.prefer, nested=not opts.dedup)
+        if self.client is not None:
+            from .distributed import iter_objects_dask
+
+            return iter_objects_dask(self.client, self.reader, self.grid, self._spec, opts, batch_size=self._batch(),
+                                     progress=progress, stats=stats, tiles=tiles, regions=regions, store=self.store,
+                                     finish=finish, merger=merger)
         return iter_objects(self.reader, self.grid, self._lazy(), batch_size=self._batch(), min_area=opts.min_area,
                             progress=progress, stats=stats, tiles=tiles, regions=regions, store=self.store,
                             finish=finish, merger=merger, dedup=opts.dedup, skip_failed=opts.skip_failed_tiles)
@@ -390,6 +414,17 @@ class SegmentedRaster:
              "area_m2": np.where(found, geodesic_areas(geoms, self.info.crs), np.nan),
              **{k: [v] * len(recs) for k, v in self.provenance.items()}},
             geometry=gpd.GeoSeries(geoms, crs=self.info.crs), crs=self.info.crs)
+
+
+def check_job_options(job_dir, restart: bool, cache, client, segmenter) -> None:
+    """``job_dir`` / ``restart`` / ``client`` checked together, before any work."""
+    if restart and job_dir is None:
+        raise InputError("restart discards a job: give its job_dir (--job-dir) too")
+    if job_dir is not None and cache not in (None, False):
+        raise InputError("give a cache or a job_dir, not both (a job folder is a cache that survives kills)")
+    if client is not None and not (segmenter is None or isinstance(segmenter, str | os.PathLike)):
+        raise InputError("with a Dask client give the segmenter as weights or a package.module:factory spec, "
+                         "which each worker loads once, not as a Python object")
 
 
 class _LazySegmenter:
