@@ -73,9 +73,10 @@ def model_spec(text: str) -> str | None:
     return None if text in ("", BUNDLED, f"{BUNDLED}.pt") else text
 
 
-def options(*, tile_size: int, overlap: int, device: str, min_area: int) -> Options:
+def options(*, tile_size: int, overlap: int, device: str, min_area: int, regularize: bool = False) -> Options:
     """The dock's settings, validated (an InputError names the bad one)."""
-    return Options(tile_size=int(tile_size), overlap=int(overlap), device=str(device), min_area=int(min_area))
+    return Options(tile_size=int(tile_size), overlap=int(overlap), device=str(device), min_area=int(min_area),
+                   regularize=bool(regularize))
 
 
 def job(layer: QgsRasterLayer | None, model: str, opts: Options, clip: str | None = None) -> Job:

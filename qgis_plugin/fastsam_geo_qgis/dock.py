@@ -6,6 +6,7 @@ from qgis.core import QgsMapLayerProxyModel, QgsSettings
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDockWidget,
     QFileDialog,
@@ -30,12 +31,16 @@ from . import adapter
 GROUP = "fastsam_geo"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DEFAULTS = {"model": adapter.BUNDLED, "device": "auto", "tile_size": 1024, "overlap": 128, "min_area": 16,
-            "clip": ""}
+            "regularize": False, "clip": ""}
 
 
 def setting(key: str):
     value = QgsSettings().value(f"{GROUP}/{key}", DEFAULTS[key])
-    return type(DEFAULTS[key])(value) if value is not None else DEFAULTS[key]
+    if value is None:
+        return DEFAULTS[key]
+    if isinstance(DEFAULTS[key], bool):  # QSettings gives "true"/"false" back from an .ini
+        return value in (True, 1, "true", "1")
+    return type(DEFAULTS[key])(value)
 
 
 class Dock(QDockWidget):
@@ -74,6 +79,9 @@ class Dock(QDockWidget):
         form.addRow("Tile size (px)", self.tile_size)
         form.addRow("Tile overlap (px)", self.overlap)
         form.addRow("Min area (px)", self.min_area)
+        self.regularize = QCheckBox("Right-angle footprints (regularise)")
+        self.regularize.setToolTip("buildingregulariser after merging: pip install \"fastsam-geo[regularize]\"")
+        form.addRow("", self.regularize)
         box.addLayout(form)
 
         grid = QGridLayout()
@@ -133,6 +141,7 @@ class Dock(QDockWidget):
         self.device.currentTextChanged.connect(lambda _: self._store())
         for spin in (self.tile_size, self.overlap, self.min_area):
             spin.valueChanged.connect(lambda _: self._store())
+        self.regularize.toggled.connect(lambda _: self._store())
 
     # -- settings ---------------------------------------------------------------------------------
 
@@ -142,6 +151,7 @@ class Dock(QDockWidget):
         self.tile_size.setValue(setting("tile_size"))
         self.overlap.setValue(setting("overlap"))
         self.min_area.setValue(setting("min_area"))
+        self.regularize.setChecked(setting("regularize"))
         self.clip.setFilePath(setting("clip"))
         self.update_text_support()
 
@@ -149,7 +159,8 @@ class Dock(QDockWidget):
         s = QgsSettings()
         for key, value in (("model", self.model.currentText()), ("device", self.device.currentText()),
                            ("tile_size", self.tile_size.value()), ("overlap", self.overlap.value()),
-                           ("min_area", self.min_area.value()), ("clip", self.clip.filePath())):
+                           ("min_area", self.min_area.value()), ("regularize", self.regularize.isChecked()),
+                           ("clip", self.clip.filePath())):
             s.setValue(f"{GROUP}/{key}", value)
         self.update_text_support()
 
@@ -167,7 +178,8 @@ class Dock(QDockWidget):
     def job(self, text: bool = False) -> adapter.Job:
         """The current layer, model and options as a job (InputError when one is invalid)."""
         opts = adapter.options(tile_size=self.tile_size.value(), overlap=self.overlap.value(),
-                               device=self.device.currentText(), min_area=self.min_area.value())
+                               device=self.device.currentText(), min_area=self.min_area.value(),
+                               regularize=self.regularize.isChecked())
         clip = adapter.clip_spec(self.clip.filePath()) if text else None
         return adapter.job(self.layer(), self.model.currentText(), opts, clip)
 

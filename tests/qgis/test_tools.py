@@ -134,12 +134,16 @@ def test_dock_settings_are_remembered(plugin, canvas, scene):
     plugin.dock.device.setCurrentText("cuda")
     plugin.dock.tile_size.setValue(512)
     plugin.dock.min_area.setValue(40)
+    plugin.dock.regularize.setChecked(True)
     again = Dock(None, plugin.actions)  # what the next QGIS session shows
     assert again.model.currentText() == "FastSAM-s.pt" and again.device.currentText() == "cuda"
-    assert again.tile_size.value() == 512 and again.min_area.value() == 40
+    assert again.tile_size.value() == 512 and again.min_area.value() == 40 and again.regularize.isChecked()
     again.layer_combo.setLayer(layer)
     job = again.job()
     assert job.segmenter == "FastSAM-s.pt" and (job.options.tile_size, job.options.min_area) == (512, 40)
+    assert job.options.regularize
+    plugin.dock.regularize.setChecked(False)
+    assert not Dock(None, plugin.actions).regularize.isChecked()  # "false" read back is False
     again.deleteLater()
 
 
