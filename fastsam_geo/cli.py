@@ -56,7 +56,10 @@ def handle_errors(fn: Callable) -> Callable:
             except Terminated:
                 _fail("terminated; no output written", EXIT_CODE)
             except KeyboardInterrupt:
-                _fail("interrupted; no output written", 130)
+                ctx_params = click.get_current_context().params
+                resume = " (finished tiles are kept in --job-dir: rerun the same command to resume)" \
+                    if ctx_params.get("job_dir") else ""
+                _fail(f"interrupted; no output written{resume}", 130)
             except BrokenPipeError:  # whoever read our stdout stopped (`| head`): not a failure
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
                 sys.exit(0)

@@ -182,7 +182,7 @@ def iter_objects_dask(client, reader: TileReader, grid: TileGrid, spec: object, 
                 if units[nxt][0] == "task" and nxt not in results:
                     fut = next(ac)
                     i = futures.pop(fut)
-                    results[i] = fut.result()
+                    results[i] = _result(fut, units[i][1])
                     stats.extra["bytes_back"] += _nbytes(results[i])
                     continue
                 kind, batch = units[nxt]
@@ -209,6 +209,21 @@ def iter_objects_dask(client, reader: TileReader, grid: TileGrid, spec: object, 
         yield finish(objects)
     if progress is not None:
         progress(Progress(done[0], total, stats.objects))
+
+
+def _result(fut, batch: Sequence[Tile]) -> list:
+    """A task's result; a task whose workers kept dying (Dask's ``KilledWorker``, after its allowed
+    failures) is a :class:`TileError` naming its tiles, not an unexpected error: with a job folder
+    the finished tiles are kept and a rerun resumes."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        if type(exc).__name__ != "KilledWorker":
+            raise
+        first, last = batch[0], batch[-1]
+        raise TileError(f"Dask workers died running tiles ({first.row}, {first.col}) to ({last.row}, {last.col}) "
+                        "(out of memory? see the workers' logs); with --job-dir, rerunning the same command "
+                        "resumes from the finished tiles") from exc
 
 
 def _proto(reader: TileReader) -> TileReader:
