@@ -76,7 +76,8 @@ def segment_raster(
     options: an :class:`~fastsam_geo.options.Options`; or give its fields as keywords:
         ``tile_size`` (1024), ``overlap`` (128), ``bands``, ``stretch``, ``device``, ``conf``,
         ``iou``, ``imgsz``, ``max_det``, ``half``, ``batch_size``, ``tta``, ``threads``,
-        ``min_area`` (16 px), ``simplify`` (px), ``dedup`` (True), ``prefer``. Every value is
+        ``min_area`` (16 px), ``simplify`` (px), ``dedup`` (True), ``prefer``, ``gsd`` (``"auto"``:
+        tiles sized so the network sees the raster at the model card's GSD). Every value is
         checked before the raster is read or a model loaded (:class:`~fastsam_geo.errors.InputError`).
     bbox: only segment this ``(xmin, ymin, xmax, ymax)`` area, in ``bbox_crs`` (default: the
         raster's CRS); only the tiles it touches (and the neighbours needed to finish the

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, fields
 
 from .errors import InputError
+from .gsd import validate as validate_gsd
 from .tiling import validate as validate_tiling
 
 STRETCHES = ("auto", "percentile", "none")
@@ -42,6 +43,12 @@ class Options:
     ``prefer`` (of several tiles' whole views of one object keep the one farthest from its
     tile's edges, ``"edge"``, or the best scoring, ``"score"``), ``skip_failed_tiles`` (a tile
     whose segmentation fails is skipped and listed, instead of stopping the run).
+
+    Resolution: ``gsd`` (``"auto"``: when the model's card records the ground sample distance
+    it was trained at, tiles are sized so the network sees the raster at that GSD, reading
+    ``tile_size`` and ``overlap`` as pixels at the model's GSD, see :mod:`fastsam_geo.gsd`;
+    ``"native"``: tiles as given, whatever the raster's resolution; a number: the model GSD to
+    assume, m/px). Segmenters without a card (custom callables) are unaffected by ``"auto"``.
     """
 
     tile_size: int = 1024
@@ -62,9 +69,11 @@ class Options:
     dedup: bool = True
     prefer: str = "edge"
     skip_failed_tiles: bool = False
+    gsd: str | float = "auto"
 
     def __post_init__(self) -> None:
         validate_tiling(self.tile_size, self.overlap)
+        object.__setattr__(self, "gsd", validate_gsd(self.gsd))
         if self.bands is not None:
             bands = tuple(self.bands)
             if len(bands) not in (1, 3) or not all(_is_int(b) and b >= 1 for b in bands):
