@@ -126,9 +126,9 @@ def plan(tile_size: int, overlap: int, raster_gsd: float, model: float) -> GsdPl
 def far_off(raster_gsd: float, model: ModelGsd, factor: float = FAR_OFF) -> str | None:
     """One line when ``raster_gsd`` lies more than ``factor`` x outside the model's training range."""
     if raster_gsd > model.hi * factor:
-        how = f"{raster_gsd / model.hi:.1f}x coarser than"
+        how = f"{raster_gsd / model.hi:.2f}x coarser than"
     elif raster_gsd < model.lo / factor:
-        how = f"{model.lo / raster_gsd:.1f}x finer than"
+        how = f"{model.lo / raster_gsd:.2f}x finer than"
     else:
         return None
     span = f"{model.gsd:.3g} m" if model.lo == model.hi else f"{model.lo:.3g}-{model.hi:.3g} m"

@@ -86,10 +86,10 @@ def test_fake_segmenter_without_card_is_untouched_by_auto(tif):
 def test_far_off_imagery_warns_naming_both_gsds(tmp_path):
     card = {"gsd": 0.15, "gsd_range": [0.14, 0.16]}
     coarse = write_scene(make_scene(300, 300, seed=1, cell=64, res=1.0), tmp_path / "coarse.tif")
-    with pytest.warns(GsdWarning, match=r"imagery at 1 m/px is 6\.[23]x coarser than .*\(0\.14-0\.16 m/px\)"):
+    with pytest.warns(GsdWarning, match=r"imagery at 1 m/px is 6\.2[56]x coarser than .*\(0\.14-0\.16 m/px\)"):
         SegmentedRaster(coarse, segmenter=Carded(tmp_path, card))
     fine = write_scene(make_scene(300, 300, seed=1, cell=64, res=0.05), tmp_path / "fine.tif")
-    with pytest.warns(GsdWarning, match=r"0\.05 m/px is 2\.8x finer"):
+    with pytest.warns(GsdWarning, match=r"0\.05 m/px is 2\.80x finer"):
         SegmentedRaster(fine, segmenter=Carded(tmp_path, card))
     near = write_scene(make_scene(300, 300, seed=1, cell=64, res=0.3), tmp_path / "near.tif")
     with warnings.catch_warnings():
@@ -131,5 +131,5 @@ def test_cli_warns_for_far_off_imagery_and_names_the_tiling(tif, tmp_path):
     out = tmp_path / "o.gpkg"
     r = CliRunner().invoke(main, ["segment", str(tif), "-o", str(out), "-m", FAKE, "--gsd", "0.1"])
     assert r.exit_code == 0, r.output
-    assert "Warning: imagery at 0.3 m/px is 3.0x coarser than the model's training imagery (0.1 m/px)" in r.output
+    assert "Warning: imagery at 0.3 m/px is 3.00x coarser than the model's training imagery (0.1 m/px)" in r.output
     assert "GSD: raster 0.3 m/px, model 0.1 m/px: tiles of 341 px, overlap 43" in r.output
