@@ -78,7 +78,7 @@ def segmenter_key(model: object = None, options: Options | None = None) -> str |
     return str(key) if key else None
 
 
-_NETWORK = ("conf", "iou", "imgsz", "max_det", "half", "tta")
+_NETWORK = ("conf", "iou", "imgsz", "max_det", "half", "tta", "upsample")
 
 
 def check_weights(model: str | os.PathLike):

@@ -112,6 +112,7 @@ class Options:
         settings where ours are ``None``)."""
         out = dict(conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det, half=self.half,
                    batch_size=self.batch_size, tta=self.tta, threads=self.threads)
+        out["upsample"] = "linear" if self.gsd == "native" else "cubic"  # auto enlarges coarse imagery
         return {k: v for k, v in out.items() if v is not None}
 
     def result_key(self) -> dict:
@@ -120,7 +121,7 @@ class Options:
         applied after the cache (dedup, merging, simplification)."""
         return dict(tile_size=self.tile_size, overlap=self.overlap, bands=self.bands, stretch=self.stretch,
                     conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det, half=self.half,
-                    tta=self.tta, min_area=self.min_area)
+                    tta=self.tta, min_area=self.min_area, upsample=self.engine()["upsample"])
 
 
 def _is_int(v: object) -> bool:
