@@ -84,16 +84,20 @@ def ground_gsd(transform: Affine, crs: object, width: int, height: int) -> float
         return None
     import numpy as np
     from pyproj import Geod
+    from pyproj.exceptions import ProjError
 
     from .coords import parse_crs, transform_xy  # pyproj: not at import (Options imports this module)
+    from .errors import CRSError
 
-    src = parse_crs(crs)
     cx, cy = width / 2, height / 2
     cols = [cx, cx + 1, cx]
     rows = [cy, cy, cy + 1]
     xs = [transform.c + transform.a * c + transform.b * r for c, r in zip(cols, rows, strict=True)]
     ys = [transform.f + transform.d * c + transform.e * r for c, r in zip(cols, rows, strict=True)]
-    lon, lat = transform_xy(np.asarray(xs, float), np.asarray(ys, float), src, parse_crs("EPSG:4326"))
+    try:  # a local/engineering CRS has no way to the ellipsoid: no ground GSD, nothing changes
+        lon, lat = transform_xy(np.asarray(xs, float), np.asarray(ys, float), parse_crs(crs), parse_crs("EPSG:4326"))
+    except (CRSError, ProjError, ValueError):
+        return None
     geod = Geod(ellps="WGS84")
     _, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])
     _, _, dy = geod.inv(lon[0], lat[0], lon[2], lat[2])
@@ -106,9 +110,13 @@ def model_gsd(card: Mapping | None) -> ModelGsd | None:
     """The GSD a model card records (``gsd`` in m/px, ``gsd_range`` ``[lo, hi]``), or ``None``."""
     if not card or not card.get("gsd"):
         return None
-    g = float(card["gsd"])
-    lo, hi = (card.get("gsd_range") or (g, g))[:2]
-    return ModelGsd(g, float(lo), float(hi))
+    try:  # a card is the user's file too: a malformed GSD is no GSD, not a traceback
+        g = float(card["gsd"])
+        lo, hi = (float(v) for v in (card.get("gsd_range") or (g, g))[:2])
+    except (TypeError, ValueError):
+        return None
+    ok = all(math.isfinite(v) and v > 0 for v in (g, lo, hi))
+    return ModelGsd(g, min(lo, hi), max(lo, hi)) if ok else None
 
 
 def plan(tile_size: int, overlap: int, raster_gsd: float, model: float) -> GsdPlan:

@@ -78,6 +78,12 @@ def test_within_ten_percent_of_the_model_keeps_the_tiles():
     assert plan(1024, 128, 0.2, 0.147).tile_size == 753
 
 
+@pytest.mark.parametrize("card", [{}, {"gsd": "x"}, {"gsd": -1}, {"gsd": 0.15, "gsd_range": ["a"]}])
+def test_a_card_without_a_usable_gsd_changes_nothing(tmp_path, tif, card):
+    sr = SegmentedRaster(tif, segmenter=Carded(tmp_path, card))
+    assert sr.gsd is None and sr.options == Options()
+
+
 def test_fake_segmenter_without_card_is_untouched_by_auto(tif):
     sr = SegmentedRaster(tif, segmenter=ColourSegmenter())
     assert sr.gsd is None and sr.options == Options()
