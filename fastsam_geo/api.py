@@ -80,7 +80,8 @@ def segment_raster(
     options: an :class:`~fastsam_geo.options.Options`; or give its fields as keywords:
         ``tile_size`` (1024), ``overlap`` (128), ``bands``, ``stretch``, ``device``, ``conf``,
         ``iou``, ``imgsz``, ``max_det``, ``half``, ``batch_size``, ``tta``, ``threads``,
-        ``min_area`` (16 px), ``simplify`` (px), ``dedup`` (True), ``prefer``, and the footprint
+        ``min_area`` (16 px), ``simplify`` (px), ``dedup`` (True), ``prefer``, ``gsd`` (``"auto"``:
+        tiles sized so the network sees the raster at the model card's GSD), and the footprint
         clean-up after merging (ground units, :mod:`fastsam_geo.cleanup`): ``regularize``,
         ``simplify_m``, ``min_area_m2``, ``max_area_m2``, ``fill_holes_below_m2``. Every value is
         checked before the raster is read or a model loaded (:class:`~fastsam_geo.errors.InputError`).

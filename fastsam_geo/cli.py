@@ -145,9 +145,13 @@ def main(debug: bool) -> None:
                    "FASTSAM_GEO_TRUST_WEIGHTS=1). Or package.module:function, a segmenter factory: this imports and "
                    "runs that code.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels.")
+@click.option("--tile-size", default=1024, show_default=True, type=int,
+              help="Tile size in pixels (at the model's GSD with --gsd auto or a number).")
 @click.option("--overlap", default=128, show_default=True, type=int,
               help="Pixels shared by neighbouring tiles.")
+@click.option("--gsd", default="auto", show_default=True, metavar="auto|native|M",
+              help="Resolution: auto sizes tiles so the network sees the raster at the ground sample distance "
+                   "its model card records; native uses tiles as given; a number is the model GSD (m/px) to assume.")
 @click.option("--bands", default=None, help="Bands read as R,G,B (1-based), e.g. 4,3,2; one band = grey.")
 @click.option("--stretch", type=click.Choice(["auto", "percentile", "none"]), default="auto",
               show_default=True, help="Contrast stretch for non-uint8 imagery (one per raster).")
@@ -197,8 +201,8 @@ def main(debug: bool) -> None:
               help="Segment tiles on a local Dask cluster of N worker processes (needs [distributed]).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
-def segment(raster, output, layer, model, device, tile_size, overlap, bands, stretch, batch_size, conf, iou, imgsz,
-            max_det, tta, dedup, skip_failed_tiles, min_area, max_area, simplify, regularize, fill_holes_below,
+def segment(raster, output, layer, model, device, tile_size, overlap, gsd, bands, stretch, batch_size, conf, iou,
+            imgsz, max_det, tta, dedup, skip_failed_tiles, min_area, max_area, simplify, regularize, fill_holes_below,
             min_quality, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, job_dir, restart, scheduler,
             workers, quiet, dst_crs):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
@@ -210,7 +214,7 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
 
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), stretch=stretch,
                       device=device, conf=conf, iou=iou, imgsz=imgsz, max_det=max_det, batch_size=batch_size,
-                      tta=tta, dedup=dedup, skip_failed_tiles=skip_failed_tiles, min_quality=min_quality,
+                      tta=tta, dedup=dedup, skip_failed_tiles=skip_failed_tiles, min_quality=min_quality, gsd=gsd,
                       **cleanup_options(min_area, max_area, simplify, regularize, fill_holes_below))
     check_output(output, inputs=[raster, prompts_file], layer=layer)
     for crs in (prompt_crs, dst_crs):
@@ -242,6 +246,9 @@ def segment(raster, output, layer, model, device, tile_size, overlap, bands, str
         x0, y0, x1, y1 = tile.box
         click.echo(f"Warning: skipped tile row {tile.row}, column {tile.col} (pixels x {x0}-{x1}, y {y0}-{y1}): "
                    f"{error}", err=True)
+    if not quiet and sr.gsd is not None and sr.gsd.factor != 1:
+        click.echo(f"GSD: raster {sr.gsd.raster_gsd:.3g} m/px, model {sr.gsd.model_gsd:.3g} m/px: tiles of "
+                   f"{sr.gsd.tile_size} px, overlap {sr.gsd.overlap} (--gsd native: as given)", err=True)
     if not quiet:
         click.echo(f"{what} from {stats.tiles} tiles ({stats.tiles_cached} cached, {stats.tiles_skipped} empty"
                    + (f", {len(stats.failed)} failed and skipped" if stats.failed else "")

@@ -70,6 +70,11 @@ class UntrustedCheckpointWarning(UserWarning):
     pinned digests, load without it)."""
 
 
+class GsdWarning(UserWarning):
+    """The raster's ground sample distance is far outside the model's training range (the line
+    names both): the run goes on, but expect fewer and rougher objects."""
+
+
 class LeftoverFilesWarning(UserWarning):
     """Temporary files of a killed run were found beside an output (removed, or left to remove)."""
 

@@ -96,7 +96,7 @@ def segmenter_key(model: object = None, options: Options | None = None) -> str |
     return str(key) if key else None
 
 
-_NETWORK = ("conf", "iou", "imgsz", "max_det", "half", "tta")
+_NETWORK = ("conf", "iou", "imgsz", "max_det", "half", "tta", "upsample")
 
 
 def check_weights(model: str | os.PathLike):
@@ -121,6 +121,25 @@ def check_segmenter(model: object) -> None:
         check_weights(model)
         return
     raise InputError(f"segmenter must be None, a weights path or a callable, got {type(model).__name__}")
+
+
+def model_card(model: object) -> dict | None:
+    """The card (``WEIGHTS.json`` beside the weights) of a segmenter specification, without
+    loading it: for ``None`` (the bundled model), a weights name or path, or a loaded segmenter
+    with a ``path`` to its weights; ``None`` for factories and other callables, or no card."""
+    if model is None:
+        model = DEFAULT_MODEL
+    if _is_factory(model):
+        return None
+    path = getattr(model, "path", None) if callable(model) else check_weights(model)
+    if path is None:
+        return None
+    card = Path(path).with_suffix(".json")
+    try:
+        data = json.loads(card.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _digest(obj: object) -> str:

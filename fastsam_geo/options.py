@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, fields
 
 from .errors import InputError
+from .gsd import validate as validate_gsd
 from .tiling import validate as validate_tiling
 
 STRETCHES = ("auto", "percentile", "none")
@@ -49,6 +50,12 @@ class Options:
     ``regularize`` (right angles; needs the ``[regularize]`` extra), ``simplify_m``
     (outline tolerance, metres), ``min_area_m2`` / ``max_area_m2`` (keep objects in this
     area range, m²), ``fill_holes_below_m2`` (fill holes smaller than this, m²).
+
+    Resolution: ``gsd`` (``"auto"``: when the model's card records the ground sample distance
+    it was trained at, tiles are sized so the network sees the raster at that GSD, reading
+    ``tile_size`` and ``overlap`` as pixels at the model's GSD, see :mod:`fastsam_geo.gsd`;
+    ``"native"``: tiles as given, whatever the raster's resolution; a number: the model GSD to
+    assume, m/px). Segmenters without a card (custom callables) are unaffected by ``"auto"``.
     """
 
     tile_size: int = 1024
@@ -75,9 +82,11 @@ class Options:
     min_area_m2: float = 0.0
     max_area_m2: float | None = None
     fill_holes_below_m2: float = 0.0
+    gsd: str | float = "auto"
 
     def __post_init__(self) -> None:
         validate_tiling(self.tile_size, self.overlap)
+        object.__setattr__(self, "gsd", validate_gsd(self.gsd))
         if self.bands is not None:
             bands = tuple(self.bands)
             if len(bands) not in (1, 3) or not all(_is_int(b) and b >= 1 for b in bands):
@@ -128,6 +137,7 @@ class Options:
         settings where ours are ``None``)."""
         out = dict(conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det, half=self.half,
                    batch_size=self.batch_size, tta=self.tta, threads=self.threads)
+        out["upsample"] = "linear" if self.gsd == "native" else "cubic"  # auto enlarges coarse imagery
         return {k: v for k, v in out.items() if v is not None}
 
     def result_key(self) -> dict:
@@ -136,7 +146,7 @@ class Options:
         applied after the cache (dedup, merging, simplification)."""
         return dict(tile_size=self.tile_size, overlap=self.overlap, bands=self.bands, stretch=self.stretch,
                     conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det, half=self.half,
-                    tta=self.tta, min_area=self.min_area)
+                    tta=self.tta, min_area=self.min_area, upsample=self.engine()["upsample"])
 
 
 def _is_int(v: object) -> bool:

@@ -23,10 +23,11 @@ from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
 from .cleanup import clean
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs, transform_geometries
-from .errors import CRSError, EmptyResultWarning, InputError, RasterError
+from .errors import CRSError, EmptyResultWarning, GsdWarning, InputError, RasterError
+from .gsd import GsdPlan, ModelGsd, far_off, ground_gsd, model_gsd, plan
 from .masks import Regions, suppress_duplicates
 from .merge import SeamMerger
-from .models import SegmentFn, check_segmenter, load_segmenter, model_name, segmenter_key
+from .models import SegmentFn, check_segmenter, load_segmenter, model_card, model_name, segmenter_key
 from .options import Options
 from .pipeline import RunStats, VectorOptions, iter_objects, segment_tile, staged
 from .progress import as_callback
@@ -78,6 +79,9 @@ class SegmentedRaster:
         self.client = client  # a dask.distributed.Client: tiles are segmented on its workers
         self.path = os.fspath(path)
         self.info = read_info(self.path)
+        # --gsd: the effective tile size and overlap replace the given ones (so the cache key,
+        # the grid and prompts all use them); self.gsd says what was decided (None: nothing)
+        self.options, self.gsd = resolve_gsd(self.options, self.info, segmenter)
         opts = self.options
         self.grid = plan_tiles(self.info.width, self.info.height, opts.tile_size, opts.overlap, self.info.transform)
         self.reader = TileReader(self.path, opts.bands, stretch=opts.stretch)
@@ -478,3 +482,31 @@ def _near(objects: list[MergedObject], regions: list[tuple[int, int, int, int]])
     qi, oi = tree.query(shapely.box(rb[:, 0], rb[:, 1], rb[:, 2], rb[:, 3]), predicate="intersects")
     order = np.argsort(qi, kind="stable")
     return np.split(oi[order], np.searchsorted(qi[order], np.arange(1, len(regions))))
+
+
+def resolve_gsd(options: Options, info, segmenter: object) -> tuple[Options, GsdPlan | None]:
+    """``options`` with the tile size and overlap ``options.gsd`` calls for on this raster, and
+    the plan (``None`` when nothing changes: ``"native"``, no CRS, or ``"auto"`` with a model
+    whose card records no GSD). Warns (:class:`GsdWarning`) when the raster is far outside the
+    model's training range."""
+    if options.gsd == "native":
+        return options, None
+    card = model_gsd(model_card(segmenter)) if not _bare_callable(segmenter) else None
+    if options.gsd != "auto":
+        card = ModelGsd(options.gsd, options.gsd, options.gsd) if card is None else \
+            ModelGsd(options.gsd, card.lo, card.hi)
+    if card is None:
+        return options, None
+    raster = ground_gsd(info.transform, info.crs, info.width, info.height)
+    if raster is None:
+        return options, None
+    msg = far_off(raster, card)
+    if msg:
+        warnings.warn(msg, GsdWarning, stacklevel=3)
+    p = plan(options.tile_size, options.overlap, raster, card.gsd)
+    return Options.of(options, tile_size=p.tile_size, overlap=p.overlap), p
+
+
+def _bare_callable(segmenter: object) -> bool:
+    """A callable without weights (a fake or custom segmenter): no card to read."""
+    return callable(segmenter) and not isinstance(segmenter, str) and getattr(segmenter, "path", None) is None

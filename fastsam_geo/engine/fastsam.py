@@ -71,13 +71,19 @@ class FastSAMSegmenter:
         one): ``True`` unpickles it fully, which runs any code it holds; ``False`` restricts
         unpickling to ultralytics' model classes; ``None`` (default): restricted unless
         ``FASTSAM_GEO_TRUST_WEIGHTS=1``. Either way a one-line ``UntrustedCheckpointWarning``.
+    upsample: how a tile smaller than the input is enlarged: ``"linear"`` (bilinear) or
+        ``"cubic"`` (bicubic: sharper; what ``--gsd auto`` uses, since it enlarges coarse
+        imagery to the model's GSD). Shrinking is always bilinear.
     """
 
     def __init__(self, weights: str | os.PathLike = "FastSAM-s.pt", *, device: str = "auto",
                  imgsz: int | None = None, conf: float | None = None, iou: float | None = None,
                  max_det: int = 300, batch_size: int | None = None, threads: int | None = None,
                  half: bool | None = None, tta: bool = False, mask_margin: float | None = None,
-                 mask_nms: float | None = None, trust: bool | None = None):
+                 mask_nms: float | None = None, trust: bool | None = None, upsample: str = "linear"):
+        if upsample not in ("linear", "cubic"):
+            raise ModelError(f"upsample must be linear or cubic, got {upsample!r}")
+        self.upsample = upsample
         located = locate_weights(weights)  # bundled/official: SHA-256 checked before unpickling
         self.path = located.path
         _torch()
@@ -230,7 +236,8 @@ class FastSAMSegmenter:
             h, w = img.shape[:2]
             r = s / max(h, w)
             nh, nw = min(s, round(h * r)), min(s, round(w * r))
-            resized = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            how = cv2.INTER_CUBIC if self.upsample == "cubic" and r > 1 else cv2.INTER_LINEAR
+            resized = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=how)
             py, px = (s - nh) // 2, (s - nw) // 2
             batch[i, py:py + nh, px:px + nw] = resized
             geo.append((r, float(px), float(py)))
@@ -333,7 +340,8 @@ class FastSAMSegmenter:
         with open(self.path, "rb") as f:
             h.update(f.read(1 << 20))
         return (f"{h.hexdigest()[:16]}-s{self.imgsz}-c{self.conf:g}-i{self.iou:g}-m{self.max_det}"
-                f"-h{int(self.half)}-t{int(self.tta)}-g{self.mask_margin:g}-n{self.mask_nms:g}")
+                f"-h{int(self.half)}-t{int(self.tta)}-g{self.mask_margin:g}-n{self.mask_nms:g}"
+                + ("-ucubic" if self.upsample == "cubic" else ""))
 
 
 

@@ -246,5 +246,5 @@ def test_a_segmenters_cache_key_changes_with_every_setting_that_changes_masks(un
     key = FastSAMSegmenter(untrained_fastsam_s, **base).cache_key
     assert FastSAMSegmenter(untrained_fastsam_s, **base, batch_size=3, threads=1).cache_key == key
     for change in (dict(conf=0.4), dict(iou=0.6), dict(max_det=41), dict(imgsz=128), dict(tta=True),
-                   dict(mask_margin=0.1), dict(mask_nms=0.5), dict(half=True)):
+                   dict(mask_margin=0.1), dict(mask_nms=0.5), dict(half=True), dict(upsample="cubic")):
         assert FastSAMSegmenter(untrained_fastsam_s, **{**base, **change}).cache_key != key, change

@@ -43,11 +43,11 @@ def test_overlap_against_tile_size_and_unknown_names():
 def test_good_values_and_what_changes_a_tiles_masks():
     o = Options.of(conf=0.2, bands=[3, 2, 1], device="cuda:1", tile_size=512, overlap=0)
     assert o.bands == (3, 2, 1) and o.conf == 0.2
-    assert o.engine() == {"conf": 0.2, "max_det": 300, "tta": False}
+    assert o.engine() == {"conf": 0.2, "max_det": 300, "tta": False, "upsample": "cubic"}
     key = o.result_key()
     # what changes masks is in the key; what only changes speed is not
     for name, value in dict(conf=0.3, iou=0.5, imgsz=640, max_det=10, half=True, tta=True, tile_size=256,
-                            overlap=16, bands=(1,), stretch="none", min_area=4).items():
+                            overlap=16, bands=(1,), stretch="none", min_area=4, gsd="native").items():
         assert Options.of(o, **{name: value}).result_key() != key, name
     for name, value in dict(device="cpu", batch_size=2, threads=1, dedup=False, simplify=1.0,
                             prefer="score").items():
