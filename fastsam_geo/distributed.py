@@ -33,10 +33,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 from .cache import MemoryStore, decode, encode
 from .errors import Cancelled, InputError, TileError
-from .masks import Regions, suppress_duplicates, to_instances
+from .masks import suppress_duplicates, to_instances
 from .merge import SeamMerger
 from .options import Options
-from .pipeline import RunStats, segment_tiles
+from .pipeline import RunStats, run_state, segment_tiles
 from .raster import TileReader
 from .tiling import TileGrid
 from .types import Instances, MergedObject, Progress, ProgressCallback, Tile
@@ -150,14 +150,7 @@ def iter_objects_dask(client, reader: TileReader, grid: TileGrid, spec: object, 
     same arguments and the same objects, in the same order (see the module's notes)."""
     from distributed import as_completed
 
-    stats = stats if stats is not None else RunStats()
-    merger = merger or SeamMerger(grid)
-    finish = finish or (lambda objs: objs)
-    todo = list(grid) if tiles is None else list(tiles)
-    if regions is None and tiles is not None:
-        regions = [t.box for t in todo]
-    if regions is not None and not isinstance(regions, Regions):
-        regions = Regions(regions)
+    stats, merger, finish, todo, regions = run_state(grid, tiles, regions, stats, merger, finish)
     nthreads = client.nthreads()
     stats.extra["workers"] = len(nthreads)
     window = max(2, WINDOW_PER_THREAD * max(1, sum(nthreads.values())))

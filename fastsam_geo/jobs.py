@@ -20,6 +20,7 @@ another machine.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -142,21 +143,13 @@ def finished_tiles(job_dir: str | os.PathLike) -> int:
 def _durable_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` to a temporary name, fsync, rename, fsync the folder: after a crash the
     record is either whole under its name or absent."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}.npz")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    buf = io.BytesIO()  # a tile record is small (bit-packed masks); one durable write path for all files
+    np.savez(buf, **arrays)
+    _durable_write(path, buf.getvalue())
 
 
 def _durable_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}")
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}{path.suffix}")  # records: .tN.xxxxxx.npz (_TEMP)
     try:
         with open(tmp, "wb") as f:
             f.write(data)

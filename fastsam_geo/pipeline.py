@@ -171,6 +171,20 @@ class _Worker(threading.Thread):
             yield item
 
 
+def run_state(grid: TileGrid, tiles: Sequence[Tile] | None, regions, stats: RunStats | None,
+              merger: SeamMerger | None, finish: Callable | None) -> tuple:
+    """What a run of :func:`iter_objects` (or its Dask twin) starts from: ``(stats, merger, finish,
+    todo, regions)`` with defaults filled in: every tile when ``tiles`` is None, and the asked
+    tiles' boxes as the regions when only ``tiles`` is given (``regions`` as :class:`Regions`)."""
+    todo = list(grid) if tiles is None else list(tiles)
+    if regions is None and tiles is not None:
+        regions = [t.box for t in todo]
+    if regions is not None and not isinstance(regions, Regions):
+        regions = Regions(regions)
+    return (stats if stats is not None else RunStats(), merger or SeamMerger(grid),
+            finish or (lambda objs: objs), todo, regions)
+
+
 def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, batch_size: int = 4,
                  min_area: int = 16, progress: ProgressCallback | None = None,
                  merger: SeamMerger | None = None, stats: RunStats | None = None,
@@ -199,14 +213,7 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
     otherwise raises :class:`~fastsam_geo.errors.TileError` naming its window, or with
     ``skip_failed`` is recorded in ``stats.failed`` and counted as empty.
     """
-    stats = stats if stats is not None else RunStats()
-    merger = merger or SeamMerger(grid)
-    finish = finish or (lambda objs: objs)
-    todo = list(grid) if tiles is None else list(tiles)
-    if regions is None and tiles is not None:
-        regions = [t.box for t in todo]
-    if regions is not None and not isinstance(regions, Regions):
-        regions = Regions(regions)
+    stats, merger, finish, todo, regions = run_state(grid, tiles, regions, stats, merger, finish)
     total = len(todo)
     done = [0]
     split = staged(segmenter)
