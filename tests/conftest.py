@@ -66,3 +66,24 @@ def untrained_fastsam_s(tmp_path_factory) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+class CountingSegmenter:
+    """The true per-tile masks (:class:`~fastsam_geo.synthetic.ColourSegmenter`), counting the
+    images the 'model' sees: what tests of caching and tile selection assert on."""
+
+    def __init__(self):
+        from fastsam_geo.synthetic import ColourSegmenter
+
+        self._seg = ColourSegmenter()
+        self.images = 0
+
+    def __call__(self, images):
+        self.images += len(images)
+        return self._seg(images)
+
+
+class KeyedCountingSegmenter(CountingSegmenter):
+    """A :class:`CountingSegmenter` with a ``cache_key``, so on-disk caches keep its tiles."""
+
+    cache_key = "counting-colours-v1"

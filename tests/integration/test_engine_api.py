@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import KeyedCountingSegmenter
 from fastsam_geo import segment_raster
 from fastsam_geo.cache import MemoryStore
 from fastsam_geo.cli import main
@@ -27,18 +28,6 @@ from fastsam_geo.synthetic import ColourSegmenter, make_scene, write_scene
 def scene(tmp_path_factory):
     sc = make_scene(520, 400, seed=5, cell=70)
     return sc, Path(write_scene(sc, tmp_path_factory.mktemp("api") / "scene.tif"))
-
-
-class Counting(ColourSegmenter):
-    cache_key = "counting-colours-v1"
-
-    def __init__(self):
-        super().__init__()
-        self.images = 0
-
-    def __call__(self, images):
-        self.images += len(images)
-        return super().__call__(images)
 
 
 # -- engine options through the API ----------------------------------------------------------
@@ -140,7 +129,7 @@ def test_text_without_clip_weights_fails_before_any_tile_is_segmented(scene, tmp
     _, tif = scene
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    seg = Counting()
+    seg = KeyedCountingSegmenter()
     with pytest.raises(WeightsNotFoundError, match="--clip"):
         segment_raster(tif, segmenter=seg, prompts=[TextPrompt("a roof")], text_embedder="ViT-B-32:openai")
     assert seg.images == 0
@@ -165,7 +154,7 @@ class MeanColour:
 
 def test_text_embeddings_are_bounded_and_a_second_query_reuses_everything(scene):
     _, tif = scene
-    seg, emb = Counting(), MeanColour()
+    seg, emb = KeyedCountingSegmenter(), MeanColour()
     sr = SegmentedRaster(tif, segmenter=seg, tile_size=256, overlap=32, text_embedder=emb)
     sr.store = MemoryStore(max_bytes=40_000)  # a third of the raster's masks and embeddings
     first = sr.prompt([TextPrompt("red")])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import shapely
 
+from conftest import CountingSegmenter
 from fastsam_geo import segment_raster
 from fastsam_geo.coords import parse_crs, transform_xy
 from fastsam_geo.errors import CRSError, PromptError
@@ -23,18 +24,6 @@ UTM = dict(crs="EPSG:32633", origin=(500000.0, 4500000.0), res=0.3)
 def scene(tmp_path_factory):
     sc = make_scene(740, 620, seed=7, cell=62, big=(190, 150, 490, 430), **UTM)
     return sc, write_scene(sc, tmp_path_factory.mktemp("prompts") / "scene.tif")
-
-
-class CountingSegmenter(ColourSegmenter):
-    """True per-tile masks, counting the images the 'model' sees."""
-
-    def __init__(self):
-        super().__init__()
-        self.images = 0
-
-    def __call__(self, images):
-        self.images += len(images)
-        return super().__call__(images)
 
 
 def to(crs, xs, ys, src):

@@ -27,6 +27,7 @@ from rasterio.errors import RasterioError
 from rasterio.transform import from_origin
 
 import fastsam_geo
+from conftest import KeyedCountingSegmenter
 from fastsam_geo import api
 from fastsam_geo.cache import raster_key
 from fastsam_geo.cli import main
@@ -43,20 +44,6 @@ UTM = "EPSG:32633"
 def scene(tmp_path_factory):
     sc = make_scene(520, 400, seed=5, cell=70)
     return sc, Path(write_scene(sc, tmp_path_factory.mktemp("hard") / "scene.tif"))
-
-
-class Keyed(ColourSegmenter):
-    """True masks, cacheable on disk (a ``cache_key``), counting the images it sees."""
-
-    cache_key = "keyed-colours-v1"
-
-    def __init__(self):
-        super().__init__()
-        self.images = 0
-
-    def __call__(self, images):
-        self.images += len(images)
-        return super().__call__(images)
 
 
 def write_tif(path, data, **kw) -> Path:
@@ -346,7 +333,7 @@ def test_a_url_is_cached_by_its_validators_and_a_changed_file_is_segmented_again
     target.write_bytes(tif.read_bytes())
     url = f"/vsicurl/{base}/x.tif"
     cache = tmp_path / "cache"
-    seg = Keyed()
+    seg = KeyedCountingSegmenter()
     kw = dict(segmenter=seg, tile_size=256, overlap=32, cache=cache)
     first = fastsam_geo.segment_raster(url, **kw)
     images = seg.images
@@ -372,7 +359,7 @@ def test_a_cache_folder_that_is_a_file_is_one_clear_error(scene, tmp_path):
     blocker.write_text("not a folder")
     for cache in (blocker, blocker / "sub"):
         with pytest.raises(OutputError, match="cache folder") as info:
-            fastsam_geo.segment_raster(tif, segmenter=Keyed(), tile_size=256, overlap=32, cache=cache)
+            fastsam_geo.segment_raster(tif, segmenter=KeyedCountingSegmenter(), tile_size=256, overlap=32, cache=cache)
         assert one_line_naming(info.value, blocker)
     r = CliRunner().invoke(main, ["segment", str(tif), "-o", str(tmp_path / "o.gpkg"), "--model",
                                   "fastsam_geo.synthetic:ColourSegmenter", "--cache", str(blocker)])
@@ -386,7 +373,7 @@ def test_a_cache_folder_whose_run_folder_cannot_be_made_is_one_clear_error(scene
     cache.mkdir()
     (cache / raster_key(tif)).write_text("in the way")
     with pytest.raises(OutputError, match="cache folder"):
-        fastsam_geo.segment_raster(tif, segmenter=Keyed(), tile_size=256, overlap=32, cache=cache)
+        fastsam_geo.segment_raster(tif, segmenter=KeyedCountingSegmenter(), tile_size=256, overlap=32, cache=cache)
 
 
 def test_a_read_only_cache_folder_is_one_clear_error(scene, tmp_path, monkeypatch):
@@ -406,7 +393,7 @@ def test_a_read_only_cache_folder_is_one_clear_error(scene, tmp_path, monkeypatc
         monkeypatch.setattr(Path, "mkdir", deny)
     try:
         with pytest.raises(OutputError, match="Permission denied") as info:
-            fastsam_geo.segment_raster(tif, segmenter=Keyed(), tile_size=256, overlap=32, cache=cache)
+            fastsam_geo.segment_raster(tif, segmenter=KeyedCountingSegmenter(), tile_size=256, overlap=32, cache=cache)
         assert one_line_naming(info.value, cache)
     finally:
         cache.chmod(0o700)
@@ -414,7 +401,7 @@ def test_a_read_only_cache_folder_is_one_clear_error(scene, tmp_path, monkeypatc
 
 def test_a_full_disk_mid_run_warns_once_and_the_run_finishes_correct(scene, tmp_path, monkeypatch):
     _, tif = scene
-    expected = fastsam_geo.segment_raster(tif, segmenter=Keyed(), tile_size=256, overlap=32)
+    expected = fastsam_geo.segment_raster(tif, segmenter=KeyedCountingSegmenter(), tile_size=256, overlap=32)
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -422,7 +409,8 @@ def test_a_full_disk_mid_run_warns_once_and_the_run_finishes_correct(scene, tmp_
     monkeypatch.setattr(np, "savez", full)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = fastsam_geo.segment_raster(tif, segmenter=Keyed(), tile_size=256, overlap=32, cache=tmp_path / "c")
+        got = fastsam_geo.segment_raster(tif, segmenter=KeyedCountingSegmenter(), tile_size=256, overlap=32,
+                                         cache=tmp_path / "c")
     cache_warnings = [w for w in caught if issubclass(w.category, CacheWarning)]
     assert len(cache_warnings) == 1 and "No space left on device" in str(cache_warnings[0].message)
     assert len(got) == len(expected) and not list((tmp_path / "c").rglob("*.npz"))
