@@ -36,7 +36,7 @@ from .errors import Cancelled, InputError, TileError
 from .masks import suppress_duplicates, to_instances
 from .merge import SeamMerger
 from .options import Options
-from .pipeline import RunStats, run_state, segment_tiles
+from .pipeline import RunStats, end_run, run_state, segment_tiles
 from .raster import TileReader
 from .tiling import TileGrid
 from .types import Instances, MergedObject, Progress, ProgressCallback, Tile
@@ -196,12 +196,7 @@ def iter_objects_dask(client, reader: TileReader, grid: TileGrid, spec: object, 
     finally:
         if futures:
             client.cancel(list(futures))
-    stats.tiles = done[0]
-    objects = merger.flush()
-    if objects:
-        yield finish(objects)
-    if progress is not None:
-        progress(Progress(done[0], total, stats.objects))
+    yield from end_run(merger, finish, progress, stats, done[0], total)
 
 
 def _result(fut, batch: Sequence[Tile]) -> list:

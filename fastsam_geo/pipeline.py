@@ -185,6 +185,18 @@ def run_state(grid: TileGrid, tiles: Sequence[Tile] | None, regions, stats: RunS
             finish or (lambda objs: objs), todo, regions)
 
 
+def end_run(merger: SeamMerger, finish: Callable, progress: ProgressCallback | None, stats: RunStats,
+            done: int, total: int) -> Iterator:
+    """How a run of :func:`iter_objects` (or its Dask twin) ends: the merger's held objects
+    flushed (through ``finish``), and a last progress report."""
+    stats.tiles = done
+    objects = merger.flush()
+    if objects:
+        yield finish(objects)
+    if progress is not None:
+        progress(Progress(done, total, stats.objects))
+
+
 def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, batch_size: int = 4,
                  min_area: int = 16, progress: ProgressCallback | None = None,
                  merger: SeamMerger | None = None, stats: RunStats | None = None,
@@ -296,12 +308,7 @@ def iter_objects(reader: TileReader, grid: TileGrid, segmenter: SegmentFn, *, ba
             stats.extra["expanded_tiles"] = stats.extra.get("expanded_tiles", 0) + len(todo)
     finally:
         stop.set()
-    stats.tiles = done[0]
-    objects = merger.flush()
-    if objects:
-        yield finish(objects)
-    if progress is not None:
-        progress(Progress(done[0], total, stats.objects))
+    yield from end_run(merger, finish, progress, stats, done[0], total)
 
 
 def _is_oom(exc: BaseException) -> bool:
