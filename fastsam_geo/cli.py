@@ -471,12 +471,19 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
               help="Model file to write (.pt); a model card MODEL.json is written beside it.")
 @click.option("--base", default="yolov8n-seg.yaml", show_default=True,
               help="Architecture yaml to train from scratch (a bare name is ultralytics' own, never a file in the "
-                   "current folder), or weights to fine-tune: FastSAM-s.pt, FastSAM-x.pt (verified, from the weights "
+                   "current folder), or weights to fine-tune: buildings-nano (the bundled model), FastSAM-s.pt, "
+                   "FastSAM-x.pt (verified, from the weights "
                    "folders) or a .pt path (code: it loads after a notice, unpickled restricted unless "
                    "FASTSAM_GEO_TRUST_WEIGHTS=1).")
 @click.option("--epochs", default=100, show_default=True, type=int)
+@click.option("--minutes", default=None, type=float,
+              help="Train for this many minutes instead of --epochs (the schedule is fitted to the time).")
+@click.option("--gsd", default="auto", show_default=True,
+              help="Ground m/px the network sees: auto (the base model's, when fine-tuning one with a card; "
+                   "else the imagery's own), native, or a number. Recorded in the card for segment --gsd auto.")
 @click.option("--imgsz", default=512, show_default=True, type=int, help="Network input size.")
-@click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in raster pixels.")
+@click.option("--tile-size", default=None, type=int,
+              help="Tile size in pixels at the training GSD [default: --imgsz with a GSD, else 1024 raster pixels].")
 @click.option("--overlap", default=256, show_default=True, type=int, help="Training tile overlap.")
 @click.option("--batch", default=8, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
@@ -484,13 +491,15 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
               help="Share of tile columns per raster held out (spatially) for validation.")
 @click.option("--attribution", multiple=True, help="Data licence/attribution line for the model card.")
 @handle_errors
-def train(images, labels, output, base, epochs, imgsz, tile_size, overlap, batch, device, val_fraction,
-          attribution):
-    """Train a building model on IMAGES (GeoTIFFs) and footprint LABELS, offline."""
+def train(images, labels, output, base, epochs, minutes, gsd, imgsz, tile_size, overlap, batch, device,
+          val_fraction, attribution):
+    """Train a building model on IMAGES (GeoTIFFs) and footprint LABELS, offline.
+
+    Fine-tune the bundled model on your own area: --base buildings-nano --minutes 10."""
     from .training import train as run_train
 
-    res = run_train(list(images), labels, output, base=base, epochs=epochs, imgsz=imgsz,
-                    tile_size=tile_size, overlap=overlap, batch=batch, device=device,
+    res = run_train(list(images), labels, output, base=base, epochs=epochs, minutes=minutes, gsd=gsd,
+                    imgsz=imgsz, tile_size=tile_size, overlap=overlap, batch=batch, device=device,
                     val_fraction=val_fraction, attribution=attribution)
     v = res.info.get("validation", {})
     f1 = f"validation F1@0.5 {v['f1']:.3f}" if "f1" in v else "no validation split"

@@ -24,6 +24,7 @@ from shapely.geometry import Polygon, box
 
 from .coords import crs_name, transform_geometries
 from .errors import InputError
+from .gsd import ground_gsd, plan
 from .masks import intersect
 from .raster import TileReader, read_info
 from .tiling import plan_tiles
@@ -45,6 +46,10 @@ class DatasetSummary:
     val_images: list[str] = field(default_factory=list)
     val_regions: list[tuple[str, tuple[float, float, float, float]]] = field(default_factory=list)
     """(raster, (xmin, ymin, xmax, ymax) in its CRS) of each validation area."""
+    raster_gsd: list[float | None] = field(default_factory=list)
+    """Ground metres per pixel of each raster (``None`` without a CRS), in ``images`` order."""
+    tile_sizes: list[int] = field(default_factory=list)
+    """Native tile size (pixels) cut from each raster: ``tile_size``, or scaled to ``gsd``."""
 
 
 def ring_with_holes(poly: Polygon) -> np.ndarray:
@@ -102,8 +107,13 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
                   out: str | os.PathLike, *, tile_size: int = 1024, overlap: int = 128,
                   bands: Sequence[int] | None = None, val_fraction: float = 0.15,
                   keep_empty: float = 0.2, seed: int = 0, val_images: Sequence[str] | None = None,
-                  image_format: str = "png") -> DatasetSummary:
+                  image_format: str = "png", gsd: float | None = None) -> DatasetSummary:
     """Write a YOLO-seg dataset (``images/``, ``labels/``, ``data.yaml``) under ``out``.
+
+    ``gsd`` (ground m/px): read ``tile_size``/``overlap`` as pixels at that GSD and cut each
+    raster's tiles at ``tile_size * gsd / raster_gsd`` native pixels (as ``--gsd auto`` does at
+    inference, :func:`fastsam_geo.gsd.plan`), so a network that resizes tiles to
+    ``imgsz == tile_size`` sees every raster at ``gsd``. ``None``: native tiles.
 
     ``val_images``: rasters to use whole as validation (default: chosen spatially). Tiles
     without buildings are kept with probability ``keep_empty`` (background examples).
@@ -129,7 +139,14 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
               for p in polys_map]
         frame = box(0, 0, info.width, info.height)
         px = [p for p in px if p.intersects(frame)]
-        grid = plan_tiles(info.width, info.height, tile_size, overlap, info.transform)
+        raster_gsd = ground_gsd(info.transform, info.crs, info.width, info.height)
+        size, ov = tile_size, overlap
+        if gsd is not None and raster_gsd is not None:
+            p = plan(tile_size, overlap, raster_gsd, gsd)
+            size, ov = p.tile_size, p.overlap
+        summary.raster_gsd.append(raster_gsd)
+        summary.tile_sizes.append(size)
+        grid = plan_tiles(info.width, info.height, size, ov, info.transform)
         plans.append((os.fspath(path), info, grid, px))
     if not any(p[3] for p in plans):
         raise InputError(f"no label polygon overlaps any of the {len(plans)} raster(s) "

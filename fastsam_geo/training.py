@@ -11,9 +11,11 @@ on the validation areas and scoring it with ``evaluate``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
+import statistics
 import tempfile
 import time
 import warnings
@@ -28,7 +30,15 @@ from .api import evaluate, segment_raster
 from .coords import crs_name
 from .dataset import build_dataset, load_labels
 from .errors import InputError, OutputError, UntrustedCheckpointWarning
+from .gsd import model_gsd
+from .gsd import validate as validate_gsd
+from .models import model_card
 from .raster import read_info
+
+AERIAL_AUG = dict(flipud=0.5, fliplr=0.5, degrees=10.0, scale=0.5, translate=0.1, mosaic=1.0,
+                  hsv_h=0.02, hsv_s=0.6, hsv_v=0.4)
+"""Default augmentation (ultralytics train arguments) for overhead imagery: flips both ways and
+small rotations (an aerial scene has no "up"), scale, colour. The bundled model's recipe."""
 
 
 @dataclass(frozen=True)
@@ -42,18 +52,29 @@ class TrainResult:
 
 def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | os.PathLike,
           output: str | os.PathLike, *, base: str = "yolov8n-seg.yaml", epochs: int = 100,
-          imgsz: int = 512, tile_size: int = 1024, overlap: int = 256, batch: int = 8,
-          device: str = "auto", val_fraction: float = 0.15, val_images: Sequence[str] | None = None,
-          conf: float = 0.25, iou: float = 0.6, seed: int = 0, attribution: Sequence[str] = (),
+          minutes: float | None = None, imgsz: int = 512, tile_size: int | None = None, overlap: int = 256,
+          batch: int = 8, device: str = "auto", val_fraction: float = 0.15,
+          val_images: Sequence[str] | None = None, conf: float | None = None, iou: float | None = None,
+          gsd: str | float = "auto", seed: int = 0, attribution: Sequence[str] = (),
           workdir: str | os.PathLike | None = None, name: str | None = None,
           hyp: dict | None = None) -> TrainResult:
     """Train a YOLOv8-seg building model on georeferenced ``images`` and footprint ``labels``.
 
     ``base``: ``yolov8n-seg.yaml`` (from scratch, ~6 MB model), another architecture yaml,
-    or weights to fine-tune (``FastSAM-s.pt``, a previous model). ``tile_size`` pixels are
-    resized to ``imgsz`` for the network, as at inference. Labels in another CRS are
-    reprojected. ``conf``/``iou`` are the inference thresholds stored in the checkpoint.
-    Raises :class:`InputError` for labels that are empty or miss every image.
+    or weights to fine-tune (``buildings-nano``, ``FastSAM-s.pt``, a previous model).
+    ``minutes``: train for that long (ultralytics' time budget; the schedule is fitted to it)
+    instead of ``epochs``.
+
+    ``gsd`` (ground m/px the network sees): ``"auto"`` is the base model's card GSD when it
+    has one (fine-tuning keeps the scale the base learned), else the imagery's own;
+    ``"native"`` cuts tiles at native pixels; a number resamples to it. Tiles are cut so
+    ``tile_size`` pixels at that GSD cover a tile (default ``tile_size``: ``imgsz`` with a
+    GSD, else 1024 native pixels), resized to ``imgsz`` as at inference.
+
+    The model card records the GSD the network saw (``gsd``, ``gsd_range``), so ``segment
+    --gsd auto`` resamples new imagery to it. Inference settings (``imgsz``, ``conf``, ``iou``)
+    default to the base's card when fine-tuning. Labels in another CRS are reprojected. Raises
+    :class:`InputError` for labels that are empty or miss every image.
     """
     t_start = time.perf_counter()
     output = Path(output)
@@ -63,52 +84,101 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         raise OutputError(f"{output}: output folder {output.resolve().parent} does not exist")
     if not images:
         raise InputError("no training images given")
+    if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
+        raise InputError(f"minutes must be a positive number, got {minutes!r}")
+    target = validate_gsd(gsd)
     infos = [read_info(p) for p in images]  # fails early on missing / non-georeferenced rasters
     from .engine.train import resolve_base
 
     with warnings.catch_warnings():  # (its notice comes once, when training loads it)
         warnings.simplefilter("ignore", UntrustedCheckpointWarning)
         resolve_base(base)  # a missing or unverified base fails now, not after the dataset is tiled
+    base_card = _base_card(base)
+    base_gsd = model_gsd(base_card)
+    if target == "auto":
+        target = base_gsd.gsd if base_gsd else None
+    elif target == "native":
+        target = None
+    if tile_size is None:
+        tile_size = imgsz if target is not None else 1024
+    infer_imgsz = int(base_card["imgsz"]) if base_card and base_card.get("imgsz") else imgsz
+    conf = conf if conf is not None else float((base_card or {}).get("conf", 0.25))
+    iou = iou if iou is not None else float((base_card or {}).get("iou", 0.6))
     gdf = load_labels(labels)
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f".{output.stem}-train-",
                                                                dir=output.resolve().parent))
     try:
         summary = build_dataset(images, gdf, work / "dataset", tile_size=tile_size, overlap=overlap,
-                                val_fraction=val_fraction, val_images=val_images, seed=seed)
+                                val_fraction=val_fraction, val_images=val_images, seed=seed, gsd=target)
+        seen = [g * t / imgsz for g, t in zip(summary.raster_gsd, summary.tile_sizes) if g is not None]
         from .engine import export_checkpoint, train_yolo
 
+        args = dict(AERIAL_AUG, **(hyp or {}))
+        if minutes is not None:
+            args["time"] = minutes / 60  # ultralytics: hours, overrides epochs
         best = train_yolo(summary.yaml, work / "yolo", base=base, epochs=epochs, imgsz=imgsz, batch=batch,
-                          device=device, seed=seed, **(hyp or {}))
-        minutes = (time.perf_counter() - t_start) / 60
-        meta = dict(name=name or output.stem, base=str(base), imgsz=imgsz, tile_size=tile_size,
+                          device=device, seed=seed, **args)
+        train_minutes = (time.perf_counter() - t_start) / 60
+        # tile_size == imgsz: at --gsd auto the network sees the card's GSD (fastsam_geo.gsd)
+        meta = dict(name=name or output.stem, base=str(base), imgsz=infer_imgsz, tile_size=infer_imgsz,
                     conf=conf, iou=iou, classes=["building"], epochs=epochs)
+        if seen:
+            meta.update(gsd=round(statistics.median(seen), 4), gsd_range=[round(min(seen), 4), round(max(seen), 4)])
         tmp = output.with_name(f".{output.name}.partial")
         export_checkpoint(best, tmp, **meta)
         os.replace(tmp, output)
-        metrics = _validate(output, summary, images, infos, gdf, tile_size)
         card = dict(
             **meta, fastsam_geo=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            train_minutes=round(minutes, 1), python=platform.python_version(),
+            train_minutes=round(train_minutes, 1), minutes_budget=minutes, train_imgsz=imgsz,
+            train_tile_size_at_gsd=tile_size, python=platform.python_version(),
+            gsd_note=("ground m/px the network saw in training (each raster's ground GSD x native tile / imgsz); "
+                      "segment --gsd auto resamples imagery to it"),
+            base_model=_base_summary(base, base_card),
             data=[dict(path=os.fspath(p), crs=crs_name(i.crs), width=i.width, height=i.height,
-                       resolution=list(i.res)) for p, i in zip(images, infos)],
+                       resolution=list(i.res), ground_gsd=None if g is None else round(g, 4), native_tile=t)
+                  for p, i, g, t in zip(images, infos, summary.raster_gsd, summary.tile_sizes)],
             labels=dict(source=os.fspath(labels) if not isinstance(labels, gpd.GeoDataFrame) else "GeoDataFrame",
                         polygons=len(gdf), crs=crs_name(gdf.crs)),
             dataset=dict(train_tiles=summary.train_tiles, val_tiles=summary.val_tiles,
                          train_polygons=summary.train_polygons, val_polygons=summary.val_polygons,
                          split="spatial: whole rasters or bands of tile columns; train tiles touching "
                                "val tiles dropped"),
-            validation=metrics, attribution=list(attribution),
+            attribution=list(attribution) + list((base_card or {}).get("attribution") or []),
         )
         card_path = output.with_suffix(".json")
-        card_path.write_text(json.dumps(card, indent=2))
+        _write_card(card_path, card)  # first: validation below runs with --gsd auto, which reads it
+        card["validation"] = _validate(output, summary, images, infos, gdf)
+        _write_card(card_path, card)
         return TrainResult(output, card_path, card)
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _validate(model: Path, summary, images, infos, gdf: gpd.GeoDataFrame, tile_size: int) -> dict:
-    """F1@0.5 etc. of the trained model on the validation areas, through the real pipeline."""
+def _base_card(base: str | os.PathLike) -> dict | None:
+    """The card beside a weights base (the bundled model's, a fine-tuned model's); ``None`` for
+    an architecture yaml or weights without one."""
+    if os.fspath(base).endswith((".yaml", ".yml")):
+        return None
+    return model_card(base)
+
+
+def _base_summary(base: str | os.PathLike, card: dict | None) -> dict | None:
+    if os.fspath(base).endswith((".yaml", ".yml")):
+        return None
+    keep = ("name", "gsd", "gsd_range", "train_areas", "epochs", "sample_f1")
+    return dict({k: card[k] for k in keep if card and k in card}, spec=os.fspath(base))
+
+
+def _write_card(path: Path, card: dict) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(card, indent=2))
+    os.replace(tmp, path)
+
+
+def _validate(model: Path, summary, images, infos, gdf: gpd.GeoDataFrame) -> dict:
+    """F1@0.5 etc. of the trained model on the validation areas, through the real pipeline
+    (the model's own tiling and ``--gsd auto``, as ``segment --model`` runs it)."""
     from .engine import FastSAMSegmenter
 
     regions = summary.val_regions
@@ -120,7 +190,7 @@ def _validate(model: Path, summary, images, infos, gdf: gpd.GeoDataFrame, tile_s
     tp = fp = fn = 0
     for path, bounds in regions:
         info = infos[[os.fspath(p) for p in images].index(path)]
-        pred = segment_raster(path, segmenter=seg, tile_size=tile_size, overlap=tile_size // 8, bbox=bounds)
+        pred = segment_raster(path, segmenter=seg, bbox=bounds)
         ref = gdf.to_crs(info.crs) if gdf.crs != info.crs else gdf
         ref = ref[ref.geometry.centroid.within(_box(bounds))]
         pred = pred[pred.geometry.centroid.within(_box(bounds))]

@@ -27,8 +27,6 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared")) / "data" / "oam_osm"
 AREAS = sorted(p.name for p in DATA.iterdir()) if DATA.exists() else []
-AERIAL_AUG = dict(flipud=0.5, fliplr=0.5, degrees=10.0, scale=0.5, translate=0.1, mosaic=1.0,
-                  hsv_h=0.02, hsv_s=0.6, hsv_v=0.4)
 
 
 def score_area(model: Path, area: str, tile_size: int, confs: list[float]) -> dict:
@@ -60,6 +58,15 @@ def score_area(model: Path, area: str, tile_size: int, confs: list[float]) -> di
     return out
 
 
+def training_gsd(summary, imgsz: int) -> dict:
+    """The ground GSD (m/px) the network saw: each mosaic's geodesic GSD x native tile / imgsz
+    (median, and the range over the mosaics), as fastsam_geo.training records it."""
+    import statistics
+
+    seen = [g * t / imgsz for g, t in zip(summary.raster_gsd, summary.tile_sizes) if g is not None]
+    return dict(gsd=round(statistics.median(seen), 4), gsd_range=[round(min(seen), 4), round(max(seen), 4)])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--holdout", default=None, help="area left out of training and scored")
@@ -88,6 +95,7 @@ def main() -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
     from fastsam_geo.dataset import build_dataset
     from fastsam_geo.engine import export_checkpoint, train_yolo
+    from fastsam_geo.training import AERIAL_AUG
 
     train_areas = [a for a in AREAS if a != args.holdout]
     itile, iimg = args.infer_tile or args.tile_size, args.infer_imgsz or args.imgsz
@@ -111,6 +119,11 @@ def main() -> None:
         export_checkpoint(best, model, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
                           tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
                           epochs=args.epochs, train_areas=train_areas, holdout=args.holdout)
+        report["gsd"] = training_gsd(summary, args.imgsz)
+        card = dict(name=f"buildings-nano ({'all areas' if not args.holdout else 'without ' + args.holdout})",
+                    imgsz=iimg, tile_size=itile, conf=args.conf, iou=args.iou, epochs=args.epochs,
+                    train_areas=train_areas, holdout=args.holdout, **report["gsd"])
+        model.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
     if args.holdout:
         report["holdout"] = {args.holdout: score_area(model, args.holdout, itile, confs)}
@@ -130,9 +143,11 @@ def main() -> None:
                 at = scores.get(f"{args.conf:g}")
                 loao[area] = {"run": rep.parent.name, "at_model_conf": at, "best_conf": best,
                               "train_minutes": r.get("train_minutes")}
+        run_card = json.loads(model.with_suffix(".json").read_text()) if model.with_suffix(".json").exists() else {}
         card = {
             "name": "buildings-nano", "arch": "yolov8n-seg (FastSAM's YOLOv8-seg family, from scratch)",
             "imgsz": iimg, "tile_size": itile, "conf": args.conf, "iou": args.iou,
+            "gsd": run_card.get("gsd"), "gsd_range": run_card.get("gsd_range"),
             "epochs": args.epochs, "augmentation": args.aug, "seed": args.seed,
             "train_areas": train_areas, "train_minutes": report.get("train_minutes"),
             "data": "HOT fAIr-utilities training data (hotosm/fAIr-utilities 61f15156, ramp-data/TRAIN/HOTOSM/2): "

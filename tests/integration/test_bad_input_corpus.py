@@ -196,6 +196,15 @@ CASES: dict[str, Case] = {
     "train bad base": Case(lambda d: ["train", str(_scene(d)), "-o", str(d / "m.pt"), "--base", "nothing-here.pt",
                                       "--labels", str(_prompts(d, [shapely.box(500010, 4499950, 500020, 4499960)]))],
                            r"nothing-here\.pt"),
+    "train minutes 0": Case(lambda d: ["train", str(_scene(d)), "-o", str(d / "m.pt"), "--minutes", 0, "--labels",
+                                       str(_prompts(d, [shapely.box(500010, 4499950, 500020, 4499960)]))],
+                            r"minutes must be a positive number"),
+    "train minutes nan": Case(lambda d: ["train", str(_scene(d)), "-o", str(d / "m.pt"), "--minutes", "nan",
+                                         "--labels", str(_prompts(d, [shapely.box(500010, 4499950, 500020, 4499960)]))],
+                              r"minutes must be a positive number"),
+    "train bad gsd": Case(lambda d: ["train", str(_scene(d)), "-o", str(d / "m.pt"), "--gsd", "fine", "--labels",
+                                     str(_prompts(d, [shapely.box(500010, 4499950, 500020, 4499960)]))],
+                          r"gsd must be auto, native or a positive number"),
     "unknown option": Case(lambda d: _seg(_scene(d), "o.gpkg", "--colour", "red"), r"No such option"),
 }
 
