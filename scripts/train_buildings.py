@@ -29,8 +29,9 @@ DATA = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared")) / "dat
 AREAS = sorted(p.name for p in DATA.iterdir()) if DATA.exists() else []
 
 
-def score_area(model: Path, area: str, tile_size: int, confs: list[float]) -> dict:
-    """Segment both mosaics of ``area`` at the lowest conf, then score each threshold."""
+def score_area(model: Path, area: str | Path, tile_size: int, confs: list[float]) -> dict:
+    """Segment both mosaics of ``area`` (a name under DATA, or a folder laid out the same way)
+    at the lowest conf, then score each threshold."""
     from fastsam_geo import segment_raster
     from fastsam_geo.api import evaluate
     from fastsam_geo.engine import FastSAMSegmenter
@@ -42,7 +43,7 @@ def score_area(model: Path, area: str, tile_size: int, confs: list[float]) -> di
         t0 = time.perf_counter()
         pred = segment_raster(DATA / area / f"mosaic_z20_{s}.tif", segmenter=seg, tile_size=tile_size)
         seconds += time.perf_counter() - t0
-        gt = gpd.read_file(DATA / area / f"mosaic_z20_{s}_labels.geojson")
+        gt = gpd.read_file(DATA / area / f"mosaic_z20_{s}_labels.geojson")  # (DATA / absolute = absolute)
         for c in confs:
             r = evaluate(pred[pred.score >= c], gt, iou=0.5, ignore_partial=True)
             rows[c][0] += r.tp
@@ -89,7 +90,11 @@ def main() -> None:
     ap.add_argument("--val-fraction", type=float, default=0.0,
                     help="spatial val split inside the training areas (0: validate on train; the "
                          "held-out area is the real test)")
-    ap.add_argument("--score-only", action="store_true", help="reuse OUT/model.pt, only score")
+    ap.add_argument("--score-only", action="store_true",
+                    help="reuse OUT/model.pt, only score (with --export: write the card, keep the exported weights)")
+    ap.add_argument("--unseen", type=Path, nargs="*", default=[],
+                    help="extra area folders no run trains on (mosaic_z20_{a,b}.tif + _labels.geojson, e.g. "
+                         "extdata/hot_aoi3_kathmandu from scripts/fetch_extdata.py): scored for every run")
     args = ap.parse_args()
 
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
@@ -127,6 +132,9 @@ def main() -> None:
     confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
     if args.holdout:
         report["holdout"] = {args.holdout: score_area(model, args.holdout, itile, confs)}
+    if args.unseen:
+        report["unseen"] = {d.name: score_area(model, d.resolve(), itile, [args.conf])[f"{args.conf:g}"]
+                            for d in args.unseen}
     if args.export:
         from fastsam_geo import evaluate, segment_raster
         from fastsam_geo.engine import FastSAMSegmenter
@@ -142,7 +150,8 @@ def main() -> None:
                 best = max((v for k, v in scores.items() if k != "segment_seconds"), key=lambda v: v["f1"])
                 at = scores.get(f"{args.conf:g}")
                 loao[area] = {"run": rep.parent.name, "at_model_conf": at, "best_conf": best,
-                              "train_minutes": r.get("train_minutes")}
+                              "train_minutes": r.get("train_minutes"), "epochs": int(r["args"]["epochs"]),
+                              "unseen": r.get("unseen")}
         run_card = json.loads(model.with_suffix(".json").read_text()) if model.with_suffix(".json").exists() else {}
         card = {
             "name": "buildings-nano", "arch": "yolov8n-seg (FastSAM's YOLOv8-seg family, from scratch)",
@@ -157,12 +166,29 @@ def main() -> None:
                             "Labels: (c) OpenStreetMap contributors, licensed ODbL-1.0."],
             "sample_f1": round(sample.f1, 4), "sample_metrics": sample.as_dict(),
             "in_sample_f1": in_sample, "leave_one_area_out": loao,
+            "unseen_areas": report.get("unseen"),
             "script": "scripts/train_buildings.py " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                if v not in (None, False, []) and k not in ("score_only", "unseen")),
         }
-        export_checkpoint(model, args.export, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
-                          tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
-                          epochs=args.epochs, train_areas=train_areas)
+        f1s = [v["at_model_conf"]["f1"] for v in loao.values() if v.get("at_model_conf")]
+        if f1s:
+            card["leave_one_area_out_summary"] = {
+                "folds": len(f1s), "mean_f1": round(sum(f1s) / len(f1s), 4), "worst_f1": min(f1s),
+                "protocol": "each area left out of training in turn (same recipe), both its mosaics segmented "
+                            "by segment_raster and scored by evaluate at IoU 0.5, buildings cut by the mosaic "
+                            "edge ignored, at the model's confidence"}
+        prev_path = args.export.with_suffix(".json")
+        prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
+        for key in ("train_minutes", "gsd_note", "gsd", "gsd_range"):  # kept when only re-scoring
+            if card.get(key) is None and key in prev:
+                card[key] = prev[key]
+        if args.score_only and "script" in prev:
+            card["script"] = prev["script"]
+        if not (args.score_only and args.export.exists()):  # re-exporting would change the pinned bytes
+            export_checkpoint(model, args.export, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
+                              tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
+                              epochs=args.epochs, train_areas=train_areas)
         args.export.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         report["export"] = {"sample_f1": sample.f1, "in_sample": in_sample}
     prev = json.loads((args.out / "report.json").read_text()) if (args.out / "report.json").exists() else {}
