@@ -273,9 +273,10 @@ def _cluster(scheduler: str | None, workers: int | None):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @handle_errors
 def info(raster, tile_size, overlap, as_json):
-    """Show RASTER's CRS, size, bands, dtype, nodata and the tiles a run would plan."""
+    """Show RASTER's CRS, size, bands, dtype, nodata, ground GSD and the tiles a run would plan."""
     from .api import raster_info
     from .coords import crs_name
+    from .gsd import ground_gsd
     from .raster import choose_bands
     from .tiling import plan_tiles
 
@@ -285,6 +286,7 @@ def info(raster, tile_size, overlap, as_json):
         "path": str(raster), "crs": crs_name(ri.crs), "width": ri.width, "height": ri.height,
         "bands": ri.count, "colorinterp": list(ri.colorinterp), "dtype": ri.dtype, "nodata": ri.nodata,
         "mask": ri.has_mask, "resolution": list(ri.res), "bounds": list(ri.bounds),
+        "ground_gsd": None if (g := ground_gsd(ri.transform, ri.crs, ri.width, ri.height)) is None else round(g, 4),
         "overviews": ri.overviews, "rgb_bands": list(choose_bands(ri)),
         "tiles": {"size": tile_size, "overlap": overlap, "rows": grid.n_rows, "cols": grid.n_cols,
                   "count": len(grid)},
@@ -296,6 +298,8 @@ def info(raster, tile_size, overlap, as_json):
         if key == "tiles":
             value = (f"{value['count']} ({value['rows']} x {value['cols']}) of {tile_size} px, "
                      f"overlap {overlap}")
+        elif key == "ground_gsd":
+            value = "unknown (no CRS)" if value is None else f"{value:g} m/px on the ground, at the centre"
         click.echo(f"{key:>12}: {value}")
 
 

@@ -1,6 +1,7 @@
 """The CLI through click's runner and as a real subprocess, good runs and bad input."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -66,6 +67,13 @@ def test_info_text_and_json(scene_tif):
     assert r.exit_code == 0 and "EPSG:32633" in r.output and "tiles" in r.output
     rec = json.loads(run_cli("info", tif, "--json", "--tile-size", 256, "--overlap", 32).output)
     assert rec["width"] == 600 and rec["tiles"]["count"] == 9 and rec["dtype"] == "uint8"
+    assert rec["ground_gsd"] == pytest.approx(0.3, rel=1e-3)  # UTM near its central meridian
+    # Web Mercator: CRS units shrink by cos(latitude) on the ground (the sample lies at 6.04 deg S;
+    # geodesic on the ellipsoid, 0.3 % under the spherical cosine)
+    from fastsam_geo.samples import SAMPLE_IMAGE
+    rec = json.loads(run_cli("info", SAMPLE_IMAGE, "--json").output)
+    assert rec["ground_gsd"] == pytest.approx(rec["resolution"][0] * math.cos(math.radians(6.04)), rel=5e-3)
+    assert "m/px on the ground" in run_cli("info", SAMPLE_IMAGE).output
 
 
 def test_rio_plugin_is_registered():
