@@ -30,6 +30,7 @@ from qgis.core import (
 
 from fastsam_geo import BoxPrompt, Options, PointPrompt, TextPrompt
 from fastsam_geo.errors import InputError
+from fastsam_geo.gsd import validate as validate_gsd
 from fastsam_geo.prompts import describe
 
 BUNDLED = "buildings-nano"
@@ -73,10 +74,16 @@ def model_spec(text: str) -> str | None:
     return None if text in ("", BUNDLED, f"{BUNDLED}.pt") else text
 
 
-def options(*, tile_size: int, overlap: int, device: str, min_area: int, regularize: bool = False) -> Options:
+def gsd_setting(text: object) -> str | float:
+    """A GSD as typed (dock, Processing): ``auto`` (also when empty), ``native`` or the model's m/px."""
+    return validate_gsd(("" if text is None else str(text)).strip() or "auto")
+
+
+def options(*, tile_size: int, overlap: int, device: str, min_area: int, regularize: bool = False,
+            gsd: object = "auto") -> Options:
     """The dock's settings, validated (an InputError names the bad one)."""
     return Options(tile_size=int(tile_size), overlap=int(overlap), device=str(device), min_area=int(min_area),
-                   regularize=bool(regularize))
+                   regularize=bool(regularize), gsd=gsd_setting(gsd))
 
 
 def job(layer: QgsRasterLayer | None, model: str, opts: Options, clip: str | None = None) -> Job:

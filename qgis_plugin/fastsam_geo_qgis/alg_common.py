@@ -1,4 +1,4 @@
-"""What the Processing algorithms share: model and option parameters, progress and cancel, errors."""
+"""What the Processing algorithms share: model and option parameters, progress and cancel, errors, warnings."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from qgis.core import (
 from fastsam_geo.errors import Cancelled, FastSAMGeoError
 
 from . import adapter
+from .tasks import in_python_thread
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class FastSAMAlgorithm(QgsProcessingAlgorithm):
-    """Base: ``INPUT`` raster, ``MODEL``, ``DEVICE``, ``TILE_SIZE``, ``OVERLAP``, ``MIN_AREA``."""
+    """Base: ``INPUT`` raster, ``MODEL``, ``DEVICE``, ``TILE_SIZE``, ``OVERLAP``, ``MIN_AREA``, ``GSD``."""
 
     def createInstance(self):
         return type(self)()
@@ -39,6 +40,9 @@ class FastSAMAlgorithm(QgsProcessingAlgorithm):
                                          128, minValue=0),
             QgsProcessingParameterNumber("MIN_AREA", "Minimum object area (px)", QgsProcessingParameterNumber.Integer,
                                          16, minValue=0),
+            QgsProcessingParameterString(
+                "GSD", "Resolution (GSD): auto (the model card's m/px), native (tiles as given) or the model's m/px",
+                defaultValue="auto", optional=True),
         ]
         for p in advanced:
             p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -52,9 +56,22 @@ class FastSAMAlgorithm(QgsProcessingAlgorithm):
                 tile_size=self.parameterAsInt(parameters, "TILE_SIZE", context),
                 overlap=self.parameterAsInt(parameters, "OVERLAP", context),
                 device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
-                min_area=self.parameterAsInt(parameters, "MIN_AREA", context))
+                min_area=self.parameterAsInt(parameters, "MIN_AREA", context),
+                gsd=self.parameterAsString(parameters, "GSD", context))
             return layer, adapter.raster_source(layer), adapter.model_spec(
                 self.parameterAsString(parameters, "MODEL", context)), opts
+
+
+def call(fn, feedback):
+    """``fn()`` (an API call) in a Python thread, its errors as QgsProcessingException; the fastsam-geo
+    warnings it raised (a raster far from the model's GSD, nothing found) go to ``feedback``, also when it fails."""
+    warned: list = []
+    try:
+        with errors():
+            return in_python_thread(fn, warned)
+    finally:
+        for w in warned:
+            feedback.pushWarning(str(w.message))
 
 
 def progress(feedback):

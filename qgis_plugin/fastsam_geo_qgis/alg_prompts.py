@@ -19,8 +19,7 @@ from qgis.PyQt.QtCore import QVariant
 from fastsam_geo import segment_raster
 
 from . import adapter
-from .alg_common import FastSAMAlgorithm, errors, progress, write
-from .tasks import in_python_thread
+from .alg_common import FastSAMAlgorithm, call, errors, progress, write
 
 
 def fields() -> QgsFields:
@@ -77,10 +76,9 @@ class SegmentPromptsAlgorithm(FastSAMAlgorithm):
         if not prompts:
             raise QgsProcessingException("give point prompts, box prompts or a text")
         clip = adapter.clip_spec(self.parameterAsFile(parameters, "CLIP", context))
-        with errors():
-            gdf = in_python_thread(lambda: segment_raster(
-                source, segmenter=segmenter, options=opts, prompts=prompts, text_embedder=clip,
-                progress=progress(feedback)))
+        gdf = call(lambda: segment_raster(
+            source, segmenter=segmenter, options=opts, prompts=prompts, text_embedder=clip,
+            progress=progress(feedback)), feedback)
         out = fields()  # made only once there is a result: a cancelled run leaves no file
         sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, out, QgsWkbTypes.MultiPolygon, layer.crs())
         write(sink, adapter.features(gdf, out, prompts=prompts), feedback)

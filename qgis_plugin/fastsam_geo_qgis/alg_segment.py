@@ -15,8 +15,7 @@ from qgis.PyQt.QtCore import QVariant
 from fastsam_geo import segment_raster
 
 from . import adapter
-from .alg_common import FastSAMAlgorithm, errors, progress, write
-from .tasks import in_python_thread
+from .alg_common import FastSAMAlgorithm, call, progress, write
 
 
 def fields() -> QgsFields:
@@ -51,9 +50,8 @@ class SegmentRasterAlgorithm(FastSAMAlgorithm):
             crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
             rect = self.parameterAsExtent(parameters, "EXTENT", context, crs if crs.isValid() else layer.crs())
             bbox, bbox_crs = adapter.bbox(rect, crs if crs.isValid() else layer.crs())
-        with errors():
-            gdf = in_python_thread(lambda: segment_raster(
-                source, segmenter=segmenter, options=opts, bbox=bbox, bbox_crs=bbox_crs, progress=progress(feedback)))
+        gdf = call(lambda: segment_raster(source, segmenter=segmenter, options=opts, bbox=bbox, bbox_crs=bbox_crs,
+                                          progress=progress(feedback)), feedback)
         out = fields()  # the output is made only once there is a result: a cancelled run leaves no file
         sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, out, QgsWkbTypes.MultiPolygon, layer.crs())
         write(sink, adapter.features(gdf, out), feedback)

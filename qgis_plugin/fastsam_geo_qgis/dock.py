@@ -30,8 +30,13 @@ from . import adapter
 
 GROUP = "fastsam_geo"
 DEVICES = ("auto", "cpu", "cuda", "mps")
+GSD_MODES = ("auto", "native")
+GSD_TIP = ("Resolution (ground sample distance). auto: tiles are sized so the network sees the imagery at the m/px "
+           "the model's card records, tile size and overlap read as pixels at that GSD (custom models without a "
+           "card: tiles as given); native: tiles as given; a number: assume the model was trained at that many "
+           "m/px. Imagery far outside the model's training range gets a warning.")
 DEFAULTS = {"model": adapter.BUNDLED, "device": "auto", "tile_size": 1024, "overlap": 128, "min_area": 16,
-            "regularize": False, "clip": ""}
+            "regularize": False, "clip": "", "gsd": "auto"}
 
 
 def setting(key: str):
@@ -79,6 +84,11 @@ class Dock(QDockWidget):
         form.addRow("Tile size (px)", self.tile_size)
         form.addRow("Tile overlap (px)", self.overlap)
         form.addRow("Min area (px)", self.min_area)
+        self.gsd = QComboBox()
+        self.gsd.setEditable(True)
+        self.gsd.addItems(GSD_MODES)
+        self.gsd.setToolTip(GSD_TIP)
+        form.addRow("Resolution (GSD)", self.gsd)
         self.regularize = QCheckBox("Right-angle footprints (regularise)")
         self.regularize.setToolTip("buildingregulariser after merging: pip install \"fastsam-geo[regularize]\"")
         form.addRow("", self.regularize)
@@ -139,6 +149,7 @@ class Dock(QDockWidget):
         self.clip.fileChanged.connect(lambda _: self._store())
         self.model.currentTextChanged.connect(lambda _: self._store())
         self.device.currentTextChanged.connect(lambda _: self._store())
+        self.gsd.currentTextChanged.connect(lambda _: self._store())
         for spin in (self.tile_size, self.overlap, self.min_area):
             spin.valueChanged.connect(lambda _: self._store())
         self.regularize.toggled.connect(lambda _: self._store())
@@ -148,6 +159,7 @@ class Dock(QDockWidget):
     def _load(self) -> None:
         self.model.setCurrentText(setting("model"))
         self.device.setCurrentText(setting("device"))
+        self.gsd.setCurrentText(setting("gsd"))
         self.tile_size.setValue(setting("tile_size"))
         self.overlap.setValue(setting("overlap"))
         self.min_area.setValue(setting("min_area"))
@@ -160,7 +172,7 @@ class Dock(QDockWidget):
         for key, value in (("model", self.model.currentText()), ("device", self.device.currentText()),
                            ("tile_size", self.tile_size.value()), ("overlap", self.overlap.value()),
                            ("min_area", self.min_area.value()), ("regularize", self.regularize.isChecked()),
-                           ("clip", self.clip.filePath())):
+                           ("clip", self.clip.filePath()), ("gsd", self.gsd.currentText())):
             s.setValue(f"{GROUP}/{key}", value)
         self.update_text_support()
 
@@ -179,7 +191,7 @@ class Dock(QDockWidget):
         """The current layer, model and options as a job (InputError when one is invalid)."""
         opts = adapter.options(tile_size=self.tile_size.value(), overlap=self.overlap.value(),
                                device=self.device.currentText(), min_area=self.min_area.value(),
-                               regularize=self.regularize.isChecked())
+                               regularize=self.regularize.isChecked(), gsd=self.gsd.currentText())
         clip = adapter.clip_spec(self.clip.filePath()) if text else None
         return adapter.job(self.layer(), self.model.currentText(), opts, clip)
 

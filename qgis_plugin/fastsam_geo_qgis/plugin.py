@@ -9,7 +9,7 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from fastsam_geo.errors import FastSAMGeoError
+from fastsam_geo.errors import EmptyResultWarning, FastSAMGeoError
 
 from . import adapter, torch_hint
 from .dock import Dock
@@ -174,6 +174,9 @@ class FastSAMGeoPlugin:
             self.tasks.remove(task)
         if self.dock is None:  # unloaded meanwhile
             return
+        for w in task.warnings:  # an empty result is said in the status line below
+            if not issubclass(w.category, EmptyResultWarning):
+                self._message(str(w.message), Qgis.Warning)
         if task.error:
             self._message(task.error, Qgis.Critical)
             msg = task.outcome = "failed"

@@ -5,27 +5,32 @@
 answer from the cache. A session is not thread-safe: tasks using one are serialised by its lock
 (a task waiting for it can still be cancelled). :class:`SegmentTask` runs one call in QGIS's task
 manager and converts the result to features off the main thread; ``finished`` runs on the main thread.
+fastsam-geo's warnings (a raster far from the model's GSD, nothing found) are recorded in the thread
+that raised them and handed to the main thread with the result.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 
 from qgis.core import QgsFields, QgsTask
 
-from fastsam_geo import SegmentedRaster
+from fastsam_geo import SegmentedRaster, errors
 from fastsam_geo.errors import Cancelled, FastSAMGeoError
 
 from . import adapter
 from .adapter import Job
 
 
-def in_python_thread(fn: Callable[[], object]):
+def in_python_thread(fn: Callable[[], object], warned: list | None = None):
     """``fn()`` run in a fresh Python thread, waited for; its result, or its exception raised here.
+    With ``warned``, the fastsam-geo warnings ``fn`` raises are appended to it (:func:`recorded`).
 
     QGIS runs tasks and Processing algorithms on pooled Qt threads, where every call into Python gets
     a short-lived thread state. pyproj keeps one PROJ context per OS thread but frees it with the
@@ -37,7 +42,8 @@ def in_python_thread(fn: Callable[[], object]):
 
     def target():
         try:
-            box["value"] = fn()
+            with recorded(warned) if warned is not None else contextlib.nullcontext():
+                box["value"] = fn()
         except BaseException as exc:  # handed to the caller
             box["error"] = exc
 
@@ -47,6 +53,46 @@ def in_python_thread(fn: Callable[[], object]):
     if "error" in box:
         raise box.pop("error")
     return box["value"]
+
+
+FASTSAM_WARNINGS = tuple(v for v in vars(errors).values() if isinstance(v, type) and issubclass(v, Warning))
+_recording: dict[int, list] = {}  # thread id -> where its warnings go
+_recording_lock = threading.Lock()
+_saved: list = []  # the warnings state before the first recorder (a catch_warnings) while any records
+
+
+@contextlib.contextmanager
+def recorded(into: list):
+    """fastsam-geo's warnings raised in this thread during the block are appended to ``into``
+    (``warnings.WarningMessage`` s, every time, not once per place) instead of shown; other
+    warnings, and other threads' ones, are shown as before. ``catch_warnings`` alone is process-wide:
+    tasks running at once would record each other's, and the first to end would restore the state
+    under the other, whose recorder then swallows every warning for good."""
+    me = threading.get_ident()
+    with _recording_lock:
+        if not _recording:
+            saved = warnings.catch_warnings()
+            saved.__enter__()
+            _saved.append(saved)
+            for category in FASTSAM_WARNINGS:
+                warnings.filterwarnings("always", category=category)
+            warnings.showwarning = functools.partial(_route, warnings.showwarning)
+        _recording[me] = into
+    try:
+        yield into
+    finally:
+        with _recording_lock:
+            del _recording[me]
+            if not _recording:
+                _saved.pop().__exit__(None, None, None)
+
+
+def _route(show, message, category, filename, lineno, file=None, line=None) -> None:
+    into = _recording.get(threading.get_ident())
+    if into is not None and issubclass(category, FASTSAM_WARNINGS):
+        into.append(warnings.WarningMessage(message, category, filename, lineno, file, line))
+    else:
+        show(message, category, filename, lineno, file, line)
 
 
 class Sessions:
@@ -97,7 +143,8 @@ class SegmentTask(QgsTask):
 
     After it ends (main thread), ``on_done(task)`` gets the task: ``features`` (the result rows as
     features of ``fields``), ``found``/``rows`` (prompt rows that selected something / all rows),
-    ``error`` (a one-line message) or ``isCanceled()``.
+    ``warnings`` (the fastsam-geo warnings the call raised, also when it failed), ``error`` (a one-line
+    message) or ``isCanceled()``.
     """
 
     def __init__(self, description: str, sessions: Sessions, job: Job, call: Callable, fields: QgsFields,
@@ -108,6 +155,7 @@ class SegmentTask(QgsTask):
         self.features: list = []
         self.rows = self.found = 0
         self.error: str | None = None
+        self.warnings: list[warnings.WarningMessage] = []
         self.seconds = 0.0
 
     def _progress(self, p) -> bool:
@@ -118,7 +166,7 @@ class SegmentTask(QgsTask):
     def run(self) -> bool:  # worker thread: no GUI, no QgsProject
         t0 = time.perf_counter()
         try:
-            in_python_thread(self._work)
+            in_python_thread(self._work, self.warnings)
             return not self.isCanceled()
         except Cancelled:
             return False

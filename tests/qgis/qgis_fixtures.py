@@ -94,6 +94,15 @@ def scene(tmp_path_factory) -> Scene:
 
 
 @pytest.fixture(scope="session")
+def coarse_scene(tmp_path_factory) -> Scene:
+    """512 x 384 px at 0.6 m: 4x coarser than the bundled model's card (0.147 m/px), 8x finer than 5 m/px."""
+    s = make_scene(512, 384, seed=3, crs=RASTER_CRS, res=0.6)
+    path = tmp_path_factory.mktemp("coarse") / "coarse.tif"
+    write_scene(s, path)
+    return Scene(path, s)
+
+
+@pytest.fixture(scope="session")
 def big_scene(tmp_path_factory) -> Scene:
     s = make_scene(2048, 2048, seed=11, crs=RASTER_CRS)
     path = tmp_path_factory.mktemp("big") / "big.tif"
@@ -118,7 +127,7 @@ def canvas(qgis_app, qgis_canvas, qgis_parent):
 def set_settings(model: str = COLOUR, tile_size: int = 256, overlap: int = 32, min_area: int = 16) -> None:
     s = QgsSettings()
     for key, value in (("model", model), ("device", "cpu"), ("tile_size", tile_size), ("overlap", overlap),
-                       ("min_area", min_area), ("clip", "")):
+                       ("min_area", min_area), ("clip", ""), ("gsd", "auto")):
         s.setValue(f"fastsam_geo/{key}", value)
 
 

@@ -3,6 +3,8 @@ built zip's provider headless through a qgis_process.bin subprocess."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -110,6 +112,45 @@ def test_evaluate_against_footprints(plugin, scene, tmp_path):
     assert res["F1"] == pytest.approx(2 * (n - 1) / (2 * n - 1))
     matches = gpd.read_file(out)
     assert len(matches) == n and matches.matched.sum() == n - 1 and (matches.iou[matches.matched] > 0.9).all()
+
+
+class Feedback(QgsProcessingFeedback):
+    """Keeps what the algorithm pushes as warnings."""
+
+    def __init__(self):
+        super().__init__()
+        self.warnings: list[str] = []
+
+    def pushWarning(self, message):
+        self.warnings.append(message)
+        super().pushWarning(message)
+
+
+def test_gsd_far_from_the_model_is_a_feedback_warning(plugin, coarse_scene, tmp_path):
+    """GSD reaches the options, and the GsdWarning the run raises in its thread reaches the feedback, every run."""
+
+    runs = iter(range(100))
+
+    def warned(gsd: str) -> list[str]:
+        feedback = Feedback()
+        run("segment_raster", {"INPUT": coarse_scene.path, **FAST, "GSD": gsd,
+                               "OUTPUT": str(tmp_path / f"out{next(runs)}.gpkg")}, feedback)
+        return feedback.warnings
+
+    assert warned("native") == [] and warned("auto") == []  # a segmenter without a card: no GSD to compare with
+    for _ in range(2):  # not once per place, as Python shows a warning by default
+        assert warned("5") == ["imagery at 0.6 m/px is 8.33x finer than the model's training imagery (5 m/px); "
+                               "expect fewer and rougher objects"]
+    # the bundled model's card (0.147 m/px): said before the run, also when the run then fails (no torch here)
+    no_torch = importlib.util.find_spec("torch") is None
+    feedback = Feedback()
+    with pytest.raises(QgsProcessingException, match="torch") if no_torch else contextlib.nullcontext():
+        run("segment_raster", {"INPUT": coarse_scene.path, "MODEL": "buildings-nano", "DEVICE": 1, "GSD": "auto",
+                               "OUTPUT": str(tmp_path / "bundled.gpkg")}, feedback)
+    (msg,) = feedback.warnings
+    assert msg.startswith("imagery at 0.6 m/px is 4.03x coarser than the model's training imagery (0.144-0.149 m/px)")
+    with pytest.raises(QgsProcessingException, match="gsd must be auto, native or a positive number"):
+        warned("fine")
 
 
 def test_processing_feedback_cancels(plugin, big_scene, tmp_path):

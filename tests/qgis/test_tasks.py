@@ -3,10 +3,13 @@ its objects are identical to a whole-raster run's."""
 
 from __future__ import annotations
 
+import threading
 import time
+import warnings
 
 import shapely
 from qgis.core import (
+    Qgis,
     QgsApplication,
     QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
@@ -16,6 +19,7 @@ from qgis.core import (
 )
 from qgis_fixtures import COUNTING, PERTURBED, SLOW, Scene, add_raster, shapes, wait
 
+from fastsam_geo.errors import GsdWarning
 from fastsam_geo.synthetic import make_scene, write_scene
 
 
@@ -98,3 +102,56 @@ def test_tasks_on_one_raster_are_serialised(plugin, canvas, big_scene):
     assert first.outcome == second.outcome == "done"
     assert CountingSegmenter.instances == 1, "each task made its own session: the second one's cache is lost"
     assert CountingSegmenter.max_active == 1, "two tasks used one session at once"
+
+
+def test_gsd_warning_of_a_task_reaches_the_message_bar(plugin, canvas, coarse_scene):
+    """Raised in the task's thread, shown on the main thread once the task is done; two tasks recording at once
+    leave Python's warnings as they found them."""
+    add_raster(plugin, canvas, coarse_scene)
+    plugin.dock.gsd.setCurrentText("5")
+    bar = plugin.iface.messageBar()
+    bar.clear_messages()  # the torch hint of the plugin's start
+    shown = warnings.showwarning
+    first, second = plugin.segment(), plugin.segment(view=True)  # one session: the second reuses the first's
+    wait(plugin, first)
+    wait(plugin, second)
+    assert first.outcome == second.outcome == "done" and first.features
+    assert bar.get_messages(Qgis.Warning) == [
+        "FastSAM Geo:imagery at 0.6 m/px is 8.33x finer than the model's training imagery (5 m/px); "
+        "expect fewer and rougher objects"]
+    assert warnings.showwarning is shown and not bar.get_messages(Qgis.Critical)
+
+
+def test_recorded_warnings_stay_with_their_thread_whatever_ends_first(monkeypatch):
+    """Each thread gets its own fastsam-geo warnings, every time (not once per place), others pass through, and the
+    first recorder ending first leaves no recorder behind (catch_warnings alone restores the state under the other)."""
+    from fastsam_geo_qgis.tasks import recorded
+
+    passed: list[str] = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *_: passed.append(str(message)))
+    shown, a, b = warnings.showwarning, [], []
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with recorded(a):
+            a_in.set()
+            b_in.wait(5)
+            warnings.warn("a", GsdWarning, stacklevel=1)
+        a_out.set()
+
+    def second():
+        a_in.wait(5)
+        with recorded(b):
+            b_in.set()
+            a_out.wait(5)
+            for _ in range(2):
+                warnings.warn("b", GsdWarning, stacklevel=1)
+            warnings.warn("not ours", UserWarning, stacklevel=1)
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert [str(w.message) for w in a] == ["a"] and [str(w.message) for w in b] == ["b", "b"]
+    assert passed == ["not ours"] and warnings.showwarning is shown

@@ -147,6 +147,28 @@ def test_dock_settings_are_remembered(plugin, canvas, scene):
     again.deleteLater()
 
 
+def test_dock_gsd_is_remembered_and_reaches_the_options(plugin, canvas, scene):
+    from fastsam_geo_qgis.dock import Dock
+
+    layer = add_raster(plugin, canvas, scene)
+    dock = plugin.dock
+    assert dock.gsd.currentText() == "auto" and dock.job().options.gsd == "auto"
+    assert all(w in dock.gsd.toolTip() for w in ("auto", "native", "m/px"))
+    for typed, gsd in (("native", "native"), (" 0.5 ", 0.5), ("AUTO", "auto")):
+        dock.gsd.setCurrentText(typed)
+        again = Dock(None, plugin.actions)  # what the next QGIS session shows
+        again.layer_combo.setLayer(layer)
+        assert again.gsd.currentText() == typed and again.job().options.gsd == gsd
+        again.deleteLater()
+    bar = plugin.iface.messageBar()
+    for bad in ("fast", "0", "-2"):
+        dock.gsd.setCurrentText(bad)
+        bar.clear_messages()
+        assert plugin.segment() is None and not plugin.tasks  # no options, no task: one message
+        (msg,) = bar.get_messages(Qgis.Warning)
+        assert "gsd must be auto, native or a positive number of metres per pixel" in msg, msg
+
+
 def test_without_torch_a_model_run_is_one_message_with_the_command(plugin, canvas, scene):
     import importlib.util
 
