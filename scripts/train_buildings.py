@@ -142,6 +142,8 @@ def main() -> None:
 
         pred = segment_raster(SAMPLE_IMAGE, segmenter=FastSAMSegmenter(model), tile_size=itile)
         sample = evaluate(pred, SAMPLE_LABELS, iou=0.5, ignore_partial=True)
+        prev_path = args.export.with_suffix(".json")
+        prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
         in_sample = {a: score_area(model, a, itile, [args.conf])[f"{args.conf:g}"] for a in train_areas}
         loao = {}
         for rep in sorted(args.out.parent.glob("*/report.json")):
@@ -178,8 +180,6 @@ def main() -> None:
                 "protocol": "each area left out of training in turn (same recipe), both its mosaics segmented "
                             "by segment_raster and scored by evaluate at IoU 0.5, buildings cut by the mosaic "
                             "edge ignored, at the model's confidence"}
-        prev_path = args.export.with_suffix(".json")
-        prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
         for key in ("train_minutes", "gsd_note", "gsd", "gsd_range"):  # kept when only re-scoring
             if card.get(key) is None and key in prev:
                 card[key] = prev[key]
