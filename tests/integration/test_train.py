@@ -215,3 +215,33 @@ def test_fine_tuning_the_bundled_model_keeps_its_scale_and_time_budget(tiny, tmp
 
     before, after = tensors(resolve_weights("buildings-nano")), tensors(res.model)
     assert change(before, after, "weight") < 0.05 and change(before, after, "running_var") < 0.5
+
+
+def test_the_readme_fine_tuning_commands_run_as_a_mapper_types_them(tmp_path):
+    """The README's three fine-tuning commands (train --base buildings-nano, segment --model,
+    evaluate), as real subprocesses, on a synthetic town: its file names swapped for the
+    scene's, ``--minutes 10`` for a few seconds."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("### Fine-tune the bundled model on your town"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)[1]
+    commands = [ln for ln in block.replace("\\\n", " ").splitlines() if ln.strip() and not ln.startswith("#")]
+    assert [c.split()[1] for c in commands] == ["train", "segment", "evaluate"]
+    scene = make_scene(512, 384, seed=5, cell=64)
+    write_scene(scene, tmp_path / "mytown_part1.tif")
+    write_scene(scene, tmp_path / "mytown_part2.tif")
+    gpd.GeoDataFrame(geometry=scene.truth_map(), crs=scene.crs).to_file(tmp_path / "mytown_buildings.gpkg")
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "YOLO_OFFLINE": "true", "PATH": path}
+    for cmd in commands:
+        cmd = cmd.replace("--minutes 10", "--minutes 0.02 --imgsz 128 --batch 4")
+        r = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (cmd, r.stderr[-2000:])
+        assert "Traceback" not in r.stderr
+    card = json.loads((tmp_path / "mytown.json").read_text())
+    assert card["base_model"]["name"] == "buildings-nano" and card["minutes_budget"] == 0.02
+    assert "F1" in r.stdout  # evaluate's line
