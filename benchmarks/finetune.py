@@ -58,6 +58,16 @@ def score(model: Path, image: Path, labels: Path) -> dict:
                 f1=round(r.f1, 4), segment_seconds=round(time.perf_counter() - t0, 1))
 
 
+def yaml_value(text: str):
+    """``10`` -> 10, ``0.001`` -> 0.001, ``AdamW`` -> "AdamW"."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 @contextlib.contextmanager
 def cpu_clock(on: bool):
     """ultralytics' trainer timing (its time budget) on this process's CPU time while ``on``."""
@@ -84,17 +94,22 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--skip-base", action="store_true", help="do not score the base again")
     ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    ap.add_argument("--hyp", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="ultralytics train arguments for the fine-tuning, e.g. freeze=10 lr0=0.001")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
     from fastsam_geo.training import train
+
+    hyp = {k: yaml_value(v) for k, v in (kv.split("=", 1) for kv in args.hyp)}
+    report_hyp = dict(hyp)
 
     area = SHARED / args.area
     image, labels = area / f"mosaic_z20_{args.train}.tif", area / f"mosaic_z20_{args.train}_labels.geojson"
     test_image, test_labels = area / f"mosaic_z20_{args.test}.tif", area / f"mosaic_z20_{args.test}_labels.geojson"
     report_path = args.out / "report.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {}
-    report.update(base=str(args.base), area=args.area, train=image.name, test=test_image.name)
+    report.update(base=str(args.base), area=args.area, train=image.name, test=test_image.name, hyp=report_hyp)
     if not args.skip_base:
         report["0"] = score(args.base, test_image, test_labels)
         print(f"base: {report['0']}", flush=True)
@@ -105,7 +120,8 @@ def main() -> None:
         with warnings.catch_warnings(), cpu_clock(args.clock == "cpu"):
             warnings.simplefilter("ignore")
             res = train([image], labels, model, base=str(args.base), minutes=m, epochs=1000, seed=0,
-                        hyp={"workers": 0} if args.clock == "cpu" else None, workdir=args.out / f"work_{m:g}",
+                        hyp=dict(hyp, **({"workers": 0} if args.clock == "cpu" else {})),
+                        workdir=args.out / f"work_{m:g}",
                         attribution=["Imagery: OpenAerialMap contributors / HOT, CC-BY-4.0. Buildings: (c) "
                                      "OpenStreetMap contributors, ODbL-1.0."])
         cpu = (time.process_time() - c0) / 60

@@ -1,5 +1,6 @@
 """`train` end to end on a tiny synthetic dataset: dataset, ultralytics training, model, card."""
 
+import itertools
 import json
 import re
 import time
@@ -98,6 +99,13 @@ def test_train_one_epoch_end_to_end_then_the_model_segments(tiny):
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["epochs"] == 1 and card["imgsz"] == 128 and card["attribution"] == ["synthetic test scene"]
     assert {"tp", "fp", "fn", "f1"} <= set(card["validation"])
+    # one segmentation scored at every threshold: raising it only removes predictions, and the
+    # headline figures are the model's own threshold's
+    v = card["validation"]
+    by = [v["by_conf"][k] for k in sorted(v["by_conf"], key=float)]
+    assert len(by) >= 10 and all(a["tp"] + a["fp"] >= b["tp"] + b["fp"] for a, b in itertools.pairwise(by))
+    assert all(a["tp"] + a["fn"] == by[0]["tp"] + by[0]["fn"] for a in by)  # the reference does not change
+    assert v["conf"] == card["conf"] and v["f1"] == v["by_conf"][f"{card['conf']:g}"]["f1"]
     assert card["dataset"]["val_tiles"] > 0 and card["labels"]["polygons"] > 0
     assert out.stat().st_size < 10e6
     assert not list(d.glob(".model*"))  # work folder cleaned up
@@ -245,3 +253,38 @@ def test_the_readme_fine_tuning_commands_run_as_a_mapper_types_them(tmp_path):
     card = json.loads((tmp_path / "mytown.json").read_text())
     assert card["base_model"]["name"] == "buildings-nano" and card["minutes_budget"] == 0.02
     assert "F1" in r.stdout  # evaluate's line
+
+
+def test_validation_scores_every_threshold_from_one_segmentation(tiny):
+    """``validate_model``: objects scored 0.05-0.50 by colour (the same in every tile); at each
+    threshold exactly the objects scored at or above it are found, all from one segmentation."""
+    import dataclasses
+
+    from fastsam_geo.synthetic import ColourSegmenter, colour_of
+    from fastsam_geo.training import CONF_GRID, validate_model
+
+    _, tif, _, scene = tiny
+    grade = {colour_of(i + 1): 0.05 + 0.05 * (i % 10) for i in range(len(scene.footprints))}
+
+    class Scored(ColourSegmenter):
+        calls_made = 0
+
+        def __call__(self, images):
+            Scored.calls_made += 1
+            out = []
+            for img, inst in zip(images, super().__call__(images)):
+                scores = [grade[tuple(int(v) for v in img[b[1]:b[3], b[0]:b[2]][c][0])]
+                          for b, c in zip(inst.boxes, inst.crops)]
+                out.append(dataclasses.replace(inst, scores=np.asarray(scores, np.float32)))
+            return out
+
+    with rasterio.open(tif) as ds:
+        region = (str(tif), tuple(ds.bounds))
+    truth = gpd.GeoDataFrame(geometry=scene.truth_map(), crs=scene.crs)
+    v = validate_model(Scored(), [region], truth)
+    inside = [i for i, g in enumerate(truth.geometry) if g.centroid.within(shapely.box(*region[1]))]
+    for c in CONF_GRID:
+        expect = sum(1 for i in inside if 0.05 + 0.05 * (i % 10) >= c - 1e-6)
+        got = v["by_conf"][f"{c:g}"]
+        assert got["tp"] == expect and got["fp"] == 0 and got["fn"] == len(inside) - expect, c
+    assert v["best_conf"] == 0.05 and v["f1"] == 1.0
