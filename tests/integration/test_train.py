@@ -106,12 +106,16 @@ def test_train_one_epoch_end_to_end_then_the_model_segments(tiny):
     assert len(by) >= 10 and all(a["tp"] + a["fp"] >= b["tp"] + b["fp"] for a, b in itertools.pairwise(by))
     assert all(a["tp"] + a["fn"] == by[0]["tp"] + by[0]["fn"] for a in by)  # the reference does not change
     assert v["conf"] == card["conf"] and v["f1"] == v["by_conf"][f"{card['conf']:g}"]["f1"]
+    # the threshold: the validation's best when it has enough buildings, written into the weights
+    if v["tp"] + v["fn"] >= 20:
+        assert card["conf"] == v["best_conf"]
+    assert card["conf_source"] == "default" or card["conf_source"].startswith("validation")
     assert card["dataset"]["val_tiles"] > 0 and card["labels"]["polygons"] > 0
     assert out.stat().st_size < 10e6
     assert not list(d.glob(".model*"))  # work folder cleaned up
     from fastsam_geo.engine import FastSAMSegmenter
     seg = FastSAMSegmenter(out, conf=0.0, max_det=5)
-    assert seg.imgsz == 128 and seg.meta["tile_size"] == 128
+    assert seg.imgsz == 128 and seg.meta["tile_size"] == 128 and seg.meta["conf"] == card["conf"]
     gdf = segment_raster(tif, segmenter=seg, tile_size=128, overlap=32)
     assert len(gdf) > 0 and gdf.crs.to_epsg() == 32633
 
@@ -288,3 +292,9 @@ def test_validation_scores_every_threshold_from_one_segmentation(tiny):
         got = v["by_conf"][f"{c:g}"]
         assert got["tp"] == expect and got["fp"] == 0 and got["fn"] == len(inside) - expect, c
     assert v["best_conf"] == 0.05 and v["f1"] == 1.0
+    # a flat curve (every object scored 0.3: F1 1.0 up to 0.3, then 0): ties go to the threshold
+    # nearest the model's own (so a fine-tune whose validation says nothing keeps it), else the highest
+    grade.update({k: 0.3 for k in grade})
+    assert validate_model(Scored(), [region], truth, near=0.25)["best_conf"] == 0.25
+    assert validate_model(Scored(), [region], truth, near=0.12)["best_conf"] == 0.1
+    assert validate_model(Scored(), [region], truth)["best_conf"] == 0.3
