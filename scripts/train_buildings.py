@@ -162,7 +162,8 @@ def main() -> None:
             "epochs": args.epochs, "augmentation": args.aug, "seed": args.seed,
             "train_areas": train_areas, "train_minutes": report.get("train_minutes"),
             "data": "HOT fAIr-utilities training data (hotosm/fAIr-utilities 61f15156, ramp-data/TRAIN/HOTOSM/2): "
-                    "OpenAerialMap drone mosaics (~0.15 m, EPSG:3857) and OpenStreetMap building footprints",
+                    "OpenAerialMap drone mosaics (~0.15 m, EPSG:3857) and OpenStreetMap building footprints; "
+                    "every source, its licence, and the unseen test areas: docs/training_data.md",
             "attribution": [ATTRIBUTION,
                             "Imagery: OpenAerialMap contributors / HOT, licensed CC-BY-4.0.",
                             "Labels: (c) OpenStreetMap contributors, licensed ODbL-1.0."],
