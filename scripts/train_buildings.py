@@ -59,6 +59,33 @@ def score_area(model: Path, area: str | Path, tile_size: int, confs: list[float]
     return out
 
 
+def collect_loao(runs: Path, conf: float) -> dict:
+    """The held-out scores of every fold run beside the final run (``runs/*/report.json``)."""
+    loao = {}
+    for rep in sorted(runs.glob("*/report.json")):
+        r = json.loads(rep.read_text())
+        for area, scores in (r.get("holdout") or {}).items():
+            best = max((v for k, v in scores.items() if k != "segment_seconds"), key=lambda v: v["f1"])
+            loao[area] = {"run": rep.parent.name, "at_model_conf": scores.get(f"{conf:g}"), "best_conf": best,
+                          "train_minutes": r.get("train_minutes"), "epochs": int(r["args"]["epochs"]),
+                          "unseen": r.get("unseen")}
+    return loao
+
+
+def loao_summary(loao: dict, areas: list[str]) -> dict:
+    """The card's leave-one-area-out section: every fold, their mean and worst, the folds not run."""
+    f1s = [v["at_model_conf"]["f1"] for v in loao.values() if v.get("at_model_conf")]
+    out = {"leave_one_area_out": loao}
+    if f1s:
+        out["leave_one_area_out_summary"] = {
+            "folds": len(f1s), "of": len(areas), "not_run": [a for a in areas if a not in loao],
+            "mean_f1": round(sum(f1s) / len(f1s), 4), "worst_f1": min(f1s),
+            "protocol": "each area left out of training in turn (same recipe), both its mosaics segmented "
+                        "by segment_raster and scored by evaluate at IoU 0.5, buildings cut by the mosaic "
+                        "edge ignored, at the model's confidence"}
+    return out
+
+
 def training_gsd(summary, imgsz: int) -> dict:
     """The ground GSD (m/px) the network saw: each mosaic's geodesic GSD x native tile / imgsz
     (median, and the range over the mosaics), as fastsam_geo.training records it."""
@@ -92,11 +119,21 @@ def main() -> None:
                          "held-out area is the real test)")
     ap.add_argument("--score-only", action="store_true",
                     help="reuse OUT/model.pt, only score (with --export: write the card, keep the exported weights)")
+    ap.add_argument("--loao-only", action="store_true",
+                    help="with --export: only refresh the exported card's leave-one-area-out section from runs/*")
     ap.add_argument("--unseen", type=Path, nargs="*", default=[],
                     help="extra area folders no run trains on (mosaic_z20_{a,b}.tif + _labels.geojson, e.g. "
                          "extdata/hot_aoi3_kathmandu from scripts/fetch_extdata.py): scored for every run")
     args = ap.parse_args()
 
+    if args.loao_only:
+        card_path = args.export.with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        card.pop("leave_one_area_out_summary", None)
+        card.update(loao_summary(collect_loao(args.out.parent, args.conf), card["train_areas"]))
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        print(json.dumps(card.get("leave_one_area_out_summary"), indent=1))
+        return
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
     from fastsam_geo.dataset import build_dataset
     from fastsam_geo.engine import export_checkpoint, train_yolo
@@ -145,15 +182,7 @@ def main() -> None:
         prev_path = args.export.with_suffix(".json")
         prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
         in_sample = {a: score_area(model, a, itile, [args.conf])[f"{args.conf:g}"] for a in train_areas}
-        loao = {}
-        for rep in sorted(args.out.parent.glob("*/report.json")):
-            r = json.loads(rep.read_text())
-            for area, scores in (r.get("holdout") or {}).items():
-                best = max((v for k, v in scores.items() if k != "segment_seconds"), key=lambda v: v["f1"])
-                at = scores.get(f"{args.conf:g}")
-                loao[area] = {"run": rep.parent.name, "at_model_conf": at, "best_conf": best,
-                              "train_minutes": r.get("train_minutes"), "epochs": int(r["args"]["epochs"]),
-                              "unseen": r.get("unseen")}
+        loao = collect_loao(args.out.parent, args.conf)
         run_card = json.loads(model.with_suffix(".json").read_text()) if model.with_suffix(".json").exists() else {}
         card = {
             "name": "buildings-nano", "arch": "yolov8n-seg (FastSAM's YOLOv8-seg family, from scratch)",
@@ -174,13 +203,7 @@ def main() -> None:
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                 if v not in (None, False, []) and k not in ("score_only", "unseen")),
         }
-        f1s = [v["at_model_conf"]["f1"] for v in loao.values() if v.get("at_model_conf")]
-        if f1s:
-            card["leave_one_area_out_summary"] = {
-                "folds": len(f1s), "mean_f1": round(sum(f1s) / len(f1s), 4), "worst_f1": min(f1s),
-                "protocol": "each area left out of training in turn (same recipe), both its mosaics segmented "
-                            "by segment_raster and scored by evaluate at IoU 0.5, buildings cut by the mosaic "
-                            "edge ignored, at the model's confidence"}
+        card.update(loao_summary(loao, train_areas))
         for key in ("train_minutes", "gsd_note", "gsd", "gsd_range"):  # kept when only re-scoring
             if card.get(key) is None and key in prev:
                 card[key] = prev[key]
