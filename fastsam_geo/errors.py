@@ -75,6 +75,10 @@ class GsdWarning(UserWarning):
     names both): the run goes on, but expect fewer and rougher objects."""
 
 
+class FineTuneWarning(UserWarning):
+    """A fine-tuned model scores worse than its base on the run's own validation area."""
+
+
 class LeftoverFilesWarning(UserWarning):
     """Temporary files of a killed run were found beside an output (removed, or left to remove)."""
 

@@ -29,7 +29,7 @@ from . import __version__
 from .api import evaluate, segment_raster
 from .coords import crs_name
 from .dataset import build_dataset, load_labels
-from .errors import InputError, OutputError, UntrustedCheckpointWarning
+from .errors import FineTuneWarning, InputError, OutputError, UntrustedCheckpointWarning
 from .gsd import model_gsd
 from .gsd import validate as validate_gsd
 from .models import model_card
@@ -105,6 +105,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     conf_source = "given" if conf is not None else "base model card" if base_card and "conf" in base_card \
         else "default"
     conf = conf if conf is not None else float((base_card or {}).get("conf", 0.25))
+    base_conf = float((base_card or {}).get("conf", conf))
     iou = iou if iou is not None else float((base_card or {}).get("iou", 0.6))
     gdf = load_labels(labels)
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f".{output.stem}-train-",
@@ -163,6 +164,20 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
             os.replace(tmp, output)
         if "by_conf" in val:  # headline figures at the model's own threshold
             val = dict(val, conf=meta["conf"], **val["by_conf"][f"{meta['conf']:g}"])
+            if base_card is not None:  # fine-tuning: did it help on this area at all?
+                from .engine import FastSAMSegmenter
+
+                with warnings.catch_warnings():  # its "checkpoints are code" notice came with training
+                    warnings.simplefilter("ignore", UntrustedCheckpointWarning)
+                    base_seg = FastSAMSegmenter(resolve_base(base)[0], conf=base_conf)  # restricted as before
+                before = validate_model(base_seg, summary.val_regions, gdf, confs=[base_conf])
+                card["validation_base"] = before
+                if val["f1"] < before["f1"] - 0.05:
+                    warnings.warn(
+                        f"the fine-tuned model scores F1 {val['f1']:.2f} on the validation area, the base "
+                        f"{before['f1']:.2f}: check that the labels line up with the imagery (footprints a few "
+                        "metres off fail IoU 0.5) and that there are enough of them; the base may serve better",
+                        FineTuneWarning, stacklevel=2)
         card["conf_source"] = conf_source
         card["validation"] = val
         _write_card(card_path, card)

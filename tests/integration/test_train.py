@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 import re
 import time
 
@@ -298,3 +299,28 @@ def test_validation_scores_every_threshold_from_one_segmentation(tiny):
     assert validate_model(Scored(), [region], truth, near=0.25)["best_conf"] == 0.25
     assert validate_model(Scored(), [region], truth, near=0.12)["best_conf"] == 0.1
     assert validate_model(Scored(), [region], truth)["best_conf"] == 0.3
+
+
+def test_a_fine_tune_worse_than_its_base_on_the_validation_area_says_so(tiny, tmp_path, monkeypatch):
+    """Fine-tuning on labels offset from the imagery (measured: Nairobi, 2-5 m) can leave a model
+    worse than its base; the run compares both on its validation area, records the base's score
+    and warns in one line."""
+    from fastsam_geo import training
+    from fastsam_geo.errors import FineTuneWarning
+
+    real = training.validate_model
+
+    def rigged(model, regions, labels, confs=training.CONF_GRID, near=None):
+        out = real(model, regions, labels, confs=confs, near=near)
+        if isinstance(model, str | os.PathLike):  # the fine-tuned model (a path): pretend it lost
+            out["by_conf"] = {k: dict(v, f1=0.0) for k, v in out["by_conf"].items()}
+        else:  # the base (a loaded segmenter)
+            out["f1"] = 0.9
+        return out
+
+    monkeypatch.setattr(training, "validate_model", rigged)
+    _, tif, labels, _ = tiny
+    with pytest.warns(FineTuneWarning, match=r"scores F1 0\.00 .* the base 0\.90: check that the labels line up"):
+        res = training.train([tif], labels, tmp_path / "ft.pt", base="buildings-nano", epochs=1, imgsz=128,
+                             overlap=16, batch=4, val_fraction=0.25, device="cpu", hyp={"workers": 0})
+    assert res.info["validation_base"]["f1"] == 0.9 and res.info["validation"]["f1"] == 0.0
