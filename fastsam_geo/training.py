@@ -113,7 +113,6 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     try:
         summary = build_dataset(images, gdf, work / "dataset", tile_size=tile_size, overlap=overlap,
                                 val_fraction=val_fraction, val_images=val_images, seed=seed, gsd=target)
-        seen = [g * t / imgsz for g, t in zip(summary.raster_gsd, summary.tile_sizes) if g is not None]
         from .engine import export_checkpoint, train_yolo
 
         args = dict(AERIAL_AUG, **(hyp or {}))
@@ -125,8 +124,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         # tile_size == imgsz: at --gsd auto the network sees the card's GSD (fastsam_geo.gsd)
         meta = dict(name=name or output.stem, base=str(base), imgsz=infer_imgsz, tile_size=infer_imgsz,
                     conf=conf, iou=iou, classes=["building"], epochs=epochs)
-        if seen:
-            meta.update(gsd=round(statistics.median(seen), 4), gsd_range=[round(min(seen), 4), round(max(seen), 4)])
+        meta.update(training_gsd(summary, imgsz))
         tmp = output.with_name(f".{output.name}.partial")
         export_checkpoint(best_weights, tmp, **meta)
         os.replace(tmp, output)
@@ -185,6 +183,16 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def training_gsd(summary, imgsz: int) -> dict:
+    """``gsd`` and ``gsd_range`` for a model card: the ground m/px the network saw, each raster's
+    geodesic GSD x its native tile / ``imgsz`` (median, and the range over the rasters); empty
+    when no raster has a CRS."""
+    seen = [g * t / imgsz for g, t in zip(summary.raster_gsd, summary.tile_sizes) if g is not None]
+    if not seen:
+        return {}
+    return dict(gsd=round(statistics.median(seen), 4), gsd_range=[round(min(seen), 4), round(max(seen), 4)])
 
 
 def _base_card(base: str | os.PathLike) -> dict | None:

@@ -86,15 +86,6 @@ def loao_summary(loao: dict, areas: list[str]) -> dict:
     return out
 
 
-def training_gsd(summary, imgsz: int) -> dict:
-    """The ground GSD (m/px) the network saw: each mosaic's geodesic GSD x native tile / imgsz
-    (median, and the range over the mosaics), as fastsam_geo.training records it."""
-    import statistics
-
-    seen = [g * t / imgsz for g, t in zip(summary.raster_gsd, summary.tile_sizes) if g is not None]
-    return dict(gsd=round(statistics.median(seen), 4), gsd_range=[round(min(seen), 4), round(max(seen), 4)])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--holdout", default=None, help="area left out of training and scored")
@@ -137,7 +128,7 @@ def main() -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
     from fastsam_geo.dataset import build_dataset
     from fastsam_geo.engine import export_checkpoint, train_yolo
-    from fastsam_geo.training import AERIAL_AUG
+    from fastsam_geo.training import AERIAL_AUG, training_gsd
 
     train_areas = [a for a in AREAS if a != args.holdout]
     itile, iimg = args.infer_tile or args.tile_size, args.infer_imgsz or args.imgsz
