@@ -32,6 +32,7 @@ from .dataset import build_dataset, load_labels
 from .errors import FineTuneWarning, InputError, OutputError, UntrustedCheckpointWarning
 from .gsd import model_gsd
 from .gsd import validate as validate_gsd
+from .metrics import MatchResult
 from .models import model_card
 from .raster import read_info
 
@@ -113,7 +114,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     try:
         summary = build_dataset(images, gdf, work / "dataset", tile_size=tile_size, overlap=overlap,
                                 val_fraction=val_fraction, val_images=val_images, seed=seed, gsd=target)
-        from .engine import export_checkpoint, train_yolo
+        from .engine import train_yolo
 
         args = dict(AERIAL_AUG, **(hyp or {}))
         if minutes is not None:
@@ -125,9 +126,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         meta = dict(name=name or output.stem, base=str(base), imgsz=infer_imgsz, tile_size=infer_imgsz,
                     conf=conf, iou=iou, classes=["building"], epochs=epochs)
         meta.update(training_gsd(summary, imgsz))
-        tmp = output.with_name(f".{output.name}.partial")
-        export_checkpoint(best_weights, tmp, **meta)
-        os.replace(tmp, output)
+        _export(best_weights, output, meta)
         card = dict(
             **meta, fastsam_geo=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             train_minutes=round(train_minutes, 1), minutes_budget=minutes, train_imgsz=imgsz,
@@ -148,41 +147,62 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         )
         card_path = output.with_suffix(".json")
         _write_card(card_path, card)  # first: validation below runs with --gsd auto, which reads it
-        val = validate_model(output, summary.val_regions, gdf, confs=sorted({*CONF_GRID, meta["conf"]}),
-                             near=meta["conf"])
-        if "by_conf" in val and conf_source != "given" and val["tp"] + val["fn"] >= MIN_VAL_BUILDINGS \
-                and val["best_conf"] != meta["conf"]:
-            # a fine-tuned model's scores are not its base's: take the threshold it scores best at
-            # on its own validation area (ties: the one nearest the old threshold, so a flat curve
-            # changes little). Measured, Zanzibar, 10 CPU-minute fine-tune: 0.25 -> 0.15, F1 on
-            # the unseen test mosaic 0.40 -> 0.46 (5 minutes: 0.25 -> 0.3, 0.365 -> 0.363).
-            conf_source = f"validation (the {conf_source}'s was {meta['conf']:g})"
-            meta["conf"] = card["conf"] = val["best_conf"]
-            export_checkpoint(best_weights, tmp, **meta)
-            os.replace(tmp, output)
-        if "by_conf" in val:  # headline figures at the model's own threshold
-            val = dict(val, conf=meta["conf"], **val["by_conf"][f"{meta['conf']:g}"])
-            if base_card is not None:  # fine-tuning: did it help on this area at all?
-                from .engine import FastSAMSegmenter
-
-                with warnings.catch_warnings():  # its "checkpoints are code" notice came with training
-                    warnings.simplefilter("ignore", UntrustedCheckpointWarning)
-                    base_seg = FastSAMSegmenter(resolve_base(base)[0], conf=base_conf)  # restricted as before
-                before = validate_model(base_seg, summary.val_regions, gdf, confs=[base_conf])
-                card["validation_base"] = before
-                if val["f1"] < before["f1"] - 0.05:
-                    warnings.warn(
-                        f"the fine-tuned model scores F1 {val['f1']:.2f} on the validation area, the base "
-                        f"{before['f1']:.2f}: check that the labels line up with the imagery (footprints a few "
-                        "metres off fail IoU 0.5) and that there are enough of them; the base may serve better",
-                        FineTuneWarning, stacklevel=2)
+        conf_source = _validate_into(card, meta, conf_source, output, best_weights, summary, gdf, base, base_card,
+                                     base_conf)
         card["conf_source"] = conf_source
-        card["validation"] = val
         _write_card(card_path, card)
         return TrainResult(output, card_path, card)
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _validate_into(card: dict, meta: dict, conf_source: str, output: Path, best_weights: Path, summary,
+                   gdf: gpd.GeoDataFrame, base, base_card: dict | None, base_conf: float) -> str:
+    """Score the new model on the validation area at every threshold into ``card["validation"]``;
+    take the best threshold when the area has enough buildings and none was given (rewriting
+    the weights' settings); for a fine-tune also score the base there and warn when the new
+    model is worse. Returns where the threshold came from."""
+    from .engine.train import resolve_base
+
+    val = validate_model(output, summary.val_regions, gdf, confs=sorted({*CONF_GRID, meta["conf"]}),
+                         near=meta["conf"])
+    if "by_conf" in val and conf_source != "given" and val["tp"] + val["fn"] >= MIN_VAL_BUILDINGS \
+            and val["best_conf"] != meta["conf"]:
+        # a fine-tuned model's scores are not its base's: take the threshold it scores best at
+        # on its own validation area (ties: the one nearest the old threshold, so a flat curve
+        # changes little). Measured, Zanzibar, 10 CPU-minute fine-tune: 0.25 -> 0.15, F1 on
+        # the unseen test mosaic 0.40 -> 0.46 (5 minutes: 0.25 -> 0.3, 0.365 -> 0.363).
+        conf_source = f"validation (the {conf_source}'s was {meta['conf']:g})"
+        meta["conf"] = card["conf"] = val["best_conf"]
+        _export(best_weights, output, meta)
+    if "by_conf" in val:  # headline figures at the model's own threshold
+        val = dict(val, conf=meta["conf"], **val["by_conf"][f"{meta['conf']:g}"])
+        if base_card is not None:  # fine-tuning: did it help on this area at all?
+            from .engine import FastSAMSegmenter
+
+            with warnings.catch_warnings():  # its "checkpoints are code" notice came with training
+                warnings.simplefilter("ignore", UntrustedCheckpointWarning)
+                base_seg = FastSAMSegmenter(resolve_base(base)[0], conf=base_conf)  # restricted as before
+            before = validate_model(base_seg, summary.val_regions, gdf, confs=[base_conf])
+            card["validation_base"] = before
+            if val["f1"] < before["f1"] - 0.05:
+                warnings.warn(
+                    f"the fine-tuned model scores F1 {val['f1']:.2f} on the validation area, the base "
+                    f"{before['f1']:.2f}: check that the labels line up with the imagery (footprints a few "
+                    "metres off fail IoU 0.5) and that there are enough of them; the base may serve better",
+                    FineTuneWarning, stacklevel=3)
+    card["validation"] = val
+    return conf_source
+
+
+def _export(weights: Path, output: Path, meta: dict) -> None:
+    """The slim checkpoint with ``meta`` at ``output``, written whole or not at all."""
+    from .engine import export_checkpoint
+
+    tmp = output.with_name(f".{output.name}.partial")
+    export_checkpoint(weights, tmp, **meta)
+    os.replace(tmp, output)
 
 
 def training_gsd(summary, imgsz: int) -> dict:
@@ -259,10 +279,8 @@ def validate_model(model: str | os.PathLike | object, regions, labels: gpd.GeoDa
 
 
 def _scores(tp: int, fp: int, fn: int) -> dict:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    rc = tp / (tp + fn) if tp + fn else 0.0
-    return dict(tp=tp, fp=fp, fn=fn, precision=round(p, 4), recall=round(rc, 4),
-                f1=round(2 * p * rc / (p + rc), 4) if p + rc else 0.0)
+    r = MatchResult(tp, fp, fn, 0.5, float("nan"))  # its precision / recall / F1 rules
+    return dict(tp=tp, fp=fp, fn=fn, precision=round(r.precision, 4), recall=round(r.recall, 4), f1=round(r.f1, 4))
 
 
 def _box(bounds):
