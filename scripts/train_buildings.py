@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ def score_area(model: Path, area: str | Path, tile_size: int, confs: list[float]
     from fastsam_geo import segment_raster
     from fastsam_geo.api import evaluate
     from fastsam_geo.engine import FastSAMSegmenter
+    from fastsam_geo.metrics import MatchResult
 
     seg = FastSAMSegmenter(model, conf=min(confs))
     rows = {c: [0, 0, 0] for c in confs}
@@ -51,12 +53,27 @@ def score_area(model: Path, area: str | Path, tile_size: int, confs: list[float]
             rows[c][2] += r.fn
     out = {}
     for c, (tp, fp, fn) in rows.items():
-        p = tp / (tp + fp) if tp + fp else 0.0
-        r = tp / (tp + fn) if tp + fn else 0.0
-        out[f"{c:g}"] = dict(tp=tp, fp=fp, fn=fn, precision=round(p, 4), recall=round(r, 4),
-                             f1=round(2 * p * r / (p + r), 4) if p + r else 0.0)
+        m = MatchResult(tp=tp, fp=fp, fn=fn, iou_threshold=0.5, mean_iou=float("nan"))
+        out[f"{c:g}"] = dict(tp=tp, fp=fp, fn=fn, precision=round(m.precision, 4), recall=round(m.recall, 4),
+                             f1=round(m.f1, 4))
     out["segment_seconds"] = round(seconds, 1)
     return out
+
+
+def schedule(tiles: int, batch: int, epochs: int, close_mosaic: int, steps: int | None = None) -> dict:
+    """Epochs, mosaic-free last epochs and optimizer steps of a run over ``tiles`` training tiles.
+
+    With ``steps``, the epoch count is stretched so the run makes at least that many updates
+    (ultralytics makes ceil(tiles / batch) per epoch) and ``close_mosaic`` keeps its share of
+    the run: ``epochs=40, close_mosaic=5, steps=1120`` over 217 tiles is exactly 40 / 5 epochs,
+    over 92 tiles 94 / 12.
+    """
+    per_epoch = math.ceil(tiles / batch)
+    if steps:
+        ratio = close_mosaic / epochs
+        epochs = math.ceil(steps / per_epoch)
+        close_mosaic = max(1, round(ratio * epochs)) if close_mosaic else 0
+    return {"epochs": epochs, "close_mosaic": close_mosaic, "steps": epochs * per_epoch}
 
 
 def collect_loao(runs: Path, conf: float) -> dict:
@@ -66,10 +83,36 @@ def collect_loao(runs: Path, conf: float) -> dict:
         r = json.loads(rep.read_text())
         for area, scores in (r.get("holdout") or {}).items():
             best = max((v for k, v in scores.items() if k != "segment_seconds"), key=lambda v: v["f1"])
+            sweep = {k: v for k, v in scores.items() if k != "segment_seconds"}
+            schedule = r.get("schedule") or {"epochs": int(r["args"]["epochs"])}
             loao[area] = {"run": rep.parent.name, "at_model_conf": scores.get(f"{conf:g}"), "best_conf": best,
-                          "train_minutes": r.get("train_minutes"), "epochs": int(r["args"]["epochs"]),
-                          "unseen": r.get("unseen")}
+                          "sweep_f1": {k: v["f1"] for k, v in sweep.items()},
+                          "train_minutes": r.get("train_minutes"), **schedule, "unseen": r.get("unseen")}
     return loao
+
+
+def nested_conf(loao: dict) -> dict:
+    """A confidence threshold for imagery no fold saw, chosen without looking at the fold it scores.
+
+    For each held-out area, the threshold with the best mean F1 over the *other* folds' held-out
+    sweeps is applied to it (nested leave-one-area-out: the area's own labels never choose it);
+    ``conf_all_folds`` is the threshold the same rule picks from every fold (for new imagery).
+    """
+    sweeps = {a: v["sweep_f1"] for a, v in loao.items() if v.get("sweep_f1")}
+    if len(sweeps) < 2:
+        return {}
+    confs = sorted(set.intersection(*(set(s) for s in sweeps.values())), key=float)
+
+    def pick(areas: list[str]) -> str:
+        return max(confs, key=lambda c: (sum(sweeps[a][c] for a in areas) / len(areas), float(c)))
+
+    per_area = {}
+    for a in sweeps:
+        c = pick([b for b in sweeps if b != a])
+        per_area[a] = {"conf": float(c), "f1": sweeps[a][c]}
+    f1s = [v["f1"] for v in per_area.values()]
+    return {"per_area": per_area, "mean_f1": round(sum(f1s) / len(f1s), 4), "worst_f1": min(f1s),
+            "conf_all_folds": float(pick(list(sweeps)))}
 
 
 def loao_summary(loao: dict, areas: list[str]) -> dict:
@@ -83,6 +126,9 @@ def loao_summary(loao: dict, areas: list[str]) -> dict:
             "protocol": "each area left out of training in turn (same recipe), both its mosaics segmented "
                         "by segment_raster and scored by evaluate at IoU 0.5, buildings cut by the mosaic "
                         "edge ignored, at the model's confidence"}
+        nested = nested_conf(loao)
+        if nested:
+            out["leave_one_area_out_summary"]["threshold_chosen_on_other_folds"] = nested
     return out
 
 
@@ -91,6 +137,10 @@ def main() -> None:
     ap.add_argument("--holdout", default=None, help="area left out of training and scored")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--epochs", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="train for this many optimizer steps instead: epochs = ceil(steps / batches per "
+                         "epoch), --close-mosaic scaled by the same factor, so a fold with fewer tiles "
+                         "gets as many updates as the model trained on every area")
     ap.add_argument("--imgsz", type=int, default=512)
     ap.add_argument("--tile-size", type=int, default=1024)
     ap.add_argument("--overlap", type=int, default=512, help="training tile overlap (more = more crops)")
@@ -144,18 +194,20 @@ def main() -> None:
                                 overlap=args.overlap, val_fraction=args.val_fraction, keep_empty=0.3,
                                 seed=args.seed)
         report["dataset"] = {k: v for k, v in vars(summary).items() if k != "images"}
+        report["schedule"] = schedule(summary.train_tiles, args.batch, args.epochs, args.close_mosaic, args.steps)
+        epochs, close_mosaic = report["schedule"]["epochs"], report["schedule"]["close_mosaic"]
         hyp = dict(AERIAL_AUG if args.aug == "aerial" else {}, copy_paste=args.copy_paste,
-                   close_mosaic=args.close_mosaic)
-        best = train_yolo(summary.yaml, args.out / "yolo", base=args.base, epochs=args.epochs,
+                   close_mosaic=close_mosaic)
+        best = train_yolo(summary.yaml, args.out / "yolo", base=args.base, epochs=epochs,
                           imgsz=args.imgsz, batch=args.batch, seed=args.seed, val=args.val_fraction > 0, **hyp)
         report["train_minutes"] = round((time.perf_counter() - t0) / 60, 1)
         export_checkpoint(best, model, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
                           tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
-                          epochs=args.epochs, train_areas=train_areas, holdout=args.holdout)
+                          epochs=epochs, train_areas=train_areas, holdout=args.holdout)
         report["gsd"] = training_gsd(summary, args.imgsz)
         card = dict(name=f"buildings-nano ({'all areas' if not args.holdout else 'without ' + args.holdout})",
-                    imgsz=iimg, tile_size=itile, conf=args.conf, iou=args.iou, epochs=args.epochs,
-                    train_areas=train_areas, holdout=args.holdout, **report["gsd"])
+                    imgsz=iimg, tile_size=itile, conf=args.conf, iou=args.iou, epochs=epochs,
+                    steps=report["schedule"]["steps"], train_areas=train_areas, holdout=args.holdout, **report["gsd"])
         model.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
     if args.holdout:
