@@ -21,7 +21,7 @@ import sqlite3
 import tempfile
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import LeftoverFilesWarning, OutputError
@@ -206,3 +206,16 @@ def _scope() -> str:
         with contextlib.suppress(OSError):
             parts.append(os.readlink(probe) if probe.endswith("/pid") else Path(probe).read_text().strip())
     return hashlib.sha1("\0".join(parts).encode()).hexdigest()[:8]
+
+
+def replace_file(path: Path, write: Callable[[Path], object]) -> None:
+    """``write(tmp)`` to a hidden name beside ``path`` (same suffix, so numpy adds none), then
+    rename it over ``path``: readers see the old file or the new one, never half of one. For
+    small files the caches keep (no fsync; a lost cache entry is only segmented again)."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:6]}{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()

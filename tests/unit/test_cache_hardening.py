@@ -19,6 +19,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from fastsam_geo import cache as cache_mod
+from fastsam_geo import rasterkey
 from fastsam_geo.cache import DiskStore, encode, load_instances, raster_key
 from fastsam_geo.errors import CacheWarning
 from fastsam_geo.tiling import plan_tiles
@@ -290,8 +291,8 @@ def test_the_memo_spares_rehashing_an_unchanged_file(tmp_path, monkeypatch):
     tif = write_raster(tmp_path / "r.tif", size=300)
     memo = tmp_path / "memo.json"
     calls = []
-    real = cache_mod._sha256
-    monkeypatch.setattr(cache_mod, "_sha256", lambda p: calls.append(p) or real(p))
+    real = rasterkey._sha256
+    monkeypatch.setattr(rasterkey, "_sha256", lambda p: calls.append(p) or real(p))
     key = raster_key(tif, memo)
     assert raster_key(tif, memo) == key and len(calls) == 1  # second run: no rehash
     copy = tmp_path / "copy.tif"
