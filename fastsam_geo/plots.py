@@ -10,33 +10,33 @@ takes overviews when the file has them), so a 16384² mosaic costs what a 1600²
 Bands and stretch are the pipeline's (:func:`~fastsam_geo.raster.choose_bands`, one
 percentile stretch per raster for non-uint8 data): the picture is what the model saw.
 
-matplotlib (and folium, for :func:`explore`) are imported inside the functions only, so
-importing this module, like ``import fastsam_geo``, loads neither.
+matplotlib (and folium, for :func:`explore`, which lives in :mod:`fastsam_geo.maps`) are
+imported inside the functions only, so importing this module, like ``import fastsam_geo``, loads
+neither. Reading the picture and the layers is :mod:`fastsam_geo.display`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import geopandas as gpd
 import numpy as np
-import rasterio
 import shapely
 from affine import Affine
 from pyproj import CRS
-from rasterio.enums import Resampling
-from rasterio.windows import Window
 
-from .coords import bbox_to_pixels, crs_name, parse_crs, transform_xy
+from .coords import parse_crs, transform_xy
+from .display import MAX_SIZE, View, as_frame, axis_labels, in_view, layer_geoms, pixel_box, read_image, view_of
 from .errors import InputError
+from .maps import explore, is_online
 from .prompts import BoxPrompt, PointPrompt
-from .raster import choose_bands, compute_stretch, expands_palette, gdal_env, palette_lut, read_info
+from .raster import read_info
 from .tiling import plan_tiles
+
+__all__ = ["EVAL_COLORS", "MAX_SIZE", "OUTLINE", "PROMPT_COLORS", "View", "axis_labels", "explore", "is_online",
+           "read_image", "save", "show_evaluation", "show_objects", "show_prompts", "show_raster", "show_tiles"]
 
 OUTLINE = {"edgecolor": "#ffe000", "linewidth": 1.2}
 """Default style of object outlines (:func:`show_objects`): bright yellow, visible on imagery."""
@@ -48,54 +48,7 @@ WINDOW_COLORS = ("#f5f5f5", "#bdbdbd")
 """Tile windows of :func:`show_tiles` (alternating, thin); seams are dashed white."""
 SEAM_OBJECT_COLOR = "#00e5ff"
 """Objects crossing a seam in :func:`show_tiles` (cyan: apart from yellow for any colour vision)."""
-MAX_SIZE = 1600
-"""Default decimation: at most this many image pixels along the long side of the view."""
 _MAX_TILE_LABELS = 100
-
-
-# -- the image ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class View:
-    """What :func:`show_raster` drew: the raster's CRS, the view's bounds in it
-    ``(xmin, ymin, xmax, ymax)``, its raster-pixel window ``(x0, y0, x1, y1)``, and the
-    decimation factor of the image read (1: full resolution)."""
-
-    crs: CRS
-    bounds: tuple[float, float, float, float]
-    window: tuple[int, int, int, int]
-    scale: float
-
-
-def read_image(raster: str | os.PathLike, *, bbox=None, bbox_crs=None, bands: Sequence[int] | None = None,
-               max_size: int = MAX_SIZE, stretch: str = "auto") -> tuple[np.ndarray, Affine, View]:
-    """The view of ``raster`` (all of it, or ``bbox`` in ``bbox_crs``, default the raster's CRS)
-    as ``(H, W, 4) uint8`` RGBA (alpha 0 where GDAL's dataset mask says nodata), decimated to at
-    most ``max_size`` px on the long side, with the affine transform of that image's pixels and
-    the :class:`View`."""
-    info = read_info(raster)
-    view = _view(raster, bbox, bbox_crs)
-    x0, y0, x1, y1 = view.window
-    w, h = x1 - x0, y1 - y0
-    scale = max(1.0, max(w, h) / max(1, int(max_size)))
-    shape = (max(1, round(h / scale)), max(1, round(w / scale)))
-    palette = expands_palette(info, bands)
-    bands = choose_bands(info, bands)
-    win = Window(x0, y0, w, h)
-    with gdal_env(), rasterio.open(info.path) as src:
-        if palette:
-            idx = src.read(1, window=win, out_shape=shape, resampling=Resampling.nearest)
-            rgba = palette_lut(src)[idx]
-            data = rgba[..., :3].transpose(2, 0, 1)
-        else:
-            uniq = sorted(set(bands))
-            data = src.read(uniq, window=win, out_shape=(len(uniq), *shape), resampling=Resampling.average)
-            data = data[[uniq.index(b) for b in bands]]
-        valid = src.dataset_mask(window=win, out_shape=shape, resampling=Resampling.nearest) > 0
-        transform = src.window_transform(win) @ Affine.scale(w / shape[1], h / shape[0])
-    rgb = compute_stretch(info.path, bands, mode=stretch, palette=palette).apply(data)
-    image = np.dstack([rgb.transpose(1, 2, 0), np.where(valid, 255, 0).astype(np.uint8)])
-    return image, transform, dataclasses.replace(view, scale=scale)
 
 
 def show_raster(raster: str | os.PathLike, ax=None, *, bbox=None, bbox_crs=None, bands: Sequence[int] | None = None,
@@ -103,7 +56,7 @@ def show_raster(raster: str | os.PathLike, ax=None, *, bbox=None, bbox_crs=None,
     """Draw ``raster`` (or its ``bbox``) decimated (see :func:`read_image`) in its own CRS, with
     axes labelled by the CRS, and return the Axes. ``image=False`` draws nothing but sets the
     view and labels (to overlay on an axes that already shows the image)."""
-    view = _view(raster, bbox, bbox_crs)
+    view = view_of(raster, bbox, bbox_crs)
     if ax is None:
         ax = _new_axes(view.bounds)
     if image:
@@ -136,8 +89,8 @@ def show_objects(raster: str | os.PathLike, objects, ax=None, *, bbox=None, bbox
     ``"<n> <label>"`` counting the objects drawn in the view. Returns the Axes.
     """
     ax = show_raster(raster, ax, bbox=bbox, bbox_crs=bbox_crs, bands=bands, max_size=max_size, image=image)
-    view = _view(raster, bbox, bbox_crs)
-    geoms = _in_view(_geoms(objects, view.crs), view)
+    view = view_of(raster, bbox, bbox_crs)
+    geoms = in_view(layer_geoms(objects, view.crs), view)
     _draw(ax, geoms, label=label, **({"facecolor": "none"} | OUTLINE | style))
     ax.set_title(title if title is not None else f"{len(geoms)} {label}")
     _limits(ax, view)
@@ -168,7 +121,7 @@ def show_evaluation(raster: str | os.PathLike, pred, ref, result=None, ax=None, 
     threshold = result.iou_threshold if result is not None else (0.5 if iou is None else iou)
     if result is not None and iou is not None and not math.isclose(iou, threshold):
         raise InputError(f"iou={iou} but the result was computed at IoU {threshold}")
-    pred_df, ref_df = _frame_of(pred), _frame_of(ref)
+    pred_df, ref_df = as_frame(pred), as_frame(ref)
     computed = evaluate(pred_df, ref_df, iou=threshold, ignore_partial=ignore_partial, partial_column=partial_column)
     if result is None:
         result = computed
@@ -185,9 +138,9 @@ def show_evaluation(raster: str | os.PathLike, pred, ref, result=None, ax=None, 
     from matplotlib.patches import Patch
 
     ax = show_raster(raster, ax, bbox=bbox, bbox_crs=bbox_crs, max_size=max_size, image=image)
-    view = _view(raster, bbox, bbox_crs)
-    pred_geoms = _geoms(pred_df, view.crs, keep_empty=True)  # positions are evaluate()'s indexes
-    ref_geoms = _geoms(ref_df, view.crs, keep_empty=True)
+    view = view_of(raster, bbox, bbox_crs)
+    pred_geoms = layer_geoms(pred_df, view.crs, keep_empty=True)  # positions are evaluate()'s indexes
+    ref_geoms = layer_geoms(ref_df, view.crs, keep_empty=True)
     _draw(ax, pred_geoms[kinds["ignored_pred"]], facecolor=to_rgba(colors["ignored"], 0.3),
           edgecolor=colors["ignored"], linewidth=1.0, label="ignored_pred")
     names = {"tp": "TP: matched", "fp": "FP: no reference", "fn": "FN: missed reference",
@@ -253,10 +206,10 @@ def show_tiles(raster: str | os.PathLike, tile_size: int = 1024, overlap: int = 
     info = read_info(raster)
     grid = plan_tiles(info.width, info.height, tile_size, overlap, info.transform)
     ax = show_raster(raster, ax, bbox=bbox, bbox_crs=bbox_crs, max_size=max_size, image=image)
-    view = _view(raster, bbox, bbox_crs)
+    view = view_of(raster, bbox, bbox_crs)
     tiles = list(grid.intersecting(view.window))
     t = info.transform
-    windows = gpd.GeoSeries([_pixel_box(tile.box, t) for tile in tiles], crs=info.crs)
+    windows = gpd.GeoSeries([pixel_box(tile.box, t) for tile in tiles], crs=info.crs)
     even = np.array([(tile.row + tile.col) % 2 == 0 for tile in tiles], bool)
     for sel, colour in ((even, WINDOW_COLORS[0]), (~even, WINDOW_COLORS[1])):
         _draw(ax, windows.values[sel], facecolor="none", edgecolor=colour, linewidth=0.8, label="tiles")
@@ -282,7 +235,7 @@ def show_tiles(raster: str | os.PathLike, tile_size: int = 1024, overlap: int = 
     handles = [Line2D([], [], color="#9e9e9e", lw=1, label=f"tile windows ({tile_size} px, overlap {overlap})"),
                Line2D([], [], color="#9e9e9e", lw=1.6, ls=(0, (5, 3)), label="seams (core boundaries)")]
     if objects is not None:
-        geoms = _in_view(_geoms(objects, info.crs), view)
+        geoms = in_view(layer_geoms(objects, info.crs), view)
         line = shapely.union_all(seams) if len(seams) else shapely.LineString()
         cross = shapely.intersects(geoms, line) if len(geoms) else np.zeros(0, bool)
         _draw(ax, geoms[~cross], facecolor="none", label="objects", **OUTLINE)
@@ -329,13 +282,13 @@ def show_prompts(raster: str | os.PathLike, prompts: Sequence, result=None, ax=N
     """
     info = read_info(raster)
     pts, boxes = _prompt_geometry(prompts, info.crs)
-    found = _geoms(result, info.crs) if result is not None else np.zeros(0, dtype=object)
+    found = layer_geoms(result, info.crs) if result is not None else np.zeros(0, dtype=object)
     if bbox is None:
         bbox = _fit([g for _, _, g in pts] + [g for _, g in boxes] + list(found), info, pad, min_size)
         bbox_crs = None
     pair = (ax is None and result is not None) or isinstance(ax, Sequence | np.ndarray)
     if ax is None:
-        ax = _new_axes(_view(raster, bbox, bbox_crs).bounds, panels=2 if pair else 1)
+        ax = _new_axes(view_of(raster, bbox, bbox_crs).bounds, panels=2 if pair else 1)
     axes = list(np.ravel(ax)) if pair else [ax]
     for k, a in enumerate(axes):
         show_raster(raster, a, bbox=bbox, bbox_crs=bbox_crs, max_size=max_size)
@@ -360,7 +313,7 @@ def show_prompts(raster: str | os.PathLike, prompts: Sequence, result=None, ax=N
         n = int(np.sum([not g.is_empty for g in found])) if with_result else None
         a.set_title(title if title is not None else
                     (f"{len(pts) + len(boxes)} prompts" if n is None else f"result: {n} objects"))
-        _limits(a, _view(raster, bbox, bbox_crs))
+        _limits(a, view_of(raster, bbox, bbox_crs))
     return tuple(axes) if pair else axes[0]
 
 
@@ -396,83 +349,6 @@ def _fit(geoms: list, info, pad: float, min_size: float) -> tuple[float, float, 
     return (max(bx0, cx - half_w), max(by0, cy - half_h), min(bx1, cx + half_w), min(by1, cy + half_h))
 
 
-# -- interactive ----------------------------------------------------------------------------------
-
-def explore(raster: str | os.PathLike, objects=None, *, online: bool | None = None, max_size: int = 1024,
-            tiles: str | None = "OpenStreetMap", color: str = OUTLINE["edgecolor"]):
-    """An interactive folium map: ``raster`` (decimated, in Web Mercator) as an image layer over
-    a ``tiles`` basemap, with the outlines of ``objects`` (score and area in a tooltip) and a
-    layer switch.
-
-    Folium's page loads Leaflet from a CDN, so without internet it would be a blank box.
-    Without folium, or offline (``online=False``, or ``None`` and the CDN unreachable within
-    2 s), this falls back to the static :func:`show_objects` picture, returned as a matplotlib
-    ``Figure`` (not registered with pyplot: a notebook shows it once, ``.savefig`` writes it);
-    otherwise returns the ``folium.Map``. Either way, make it a notebook cell's last value.
-    """
-    try:
-        import folium
-    except ImportError:
-        folium = None
-    if folium is None or not (online if online is not None else is_online()):
-        from matplotlib.figure import Figure
-
-        view = _view(raster, None, None)
-        fig = Figure(figsize=_figsize(view.bounds), layout="constrained")
-        ax = show_objects(raster, objects if objects is not None else gpd.GeoSeries([]), fig.add_subplot(),
-                          max_size=max(max_size, MAX_SIZE))
-        ax.set_title(f"{ax.get_title()} (static: {'folium is not installed' if folium is None else 'offline'})")
-        return fig
-    from rasterio.warp import Resampling as WarpResampling
-    from rasterio.warp import calculate_default_transform, reproject
-
-    arr, transform, view = read_image(raster, max_size=max_size)
-    merc = CRS.from_epsg(3857)
-    h, w = arr.shape[:2]
-    if view.crs != merc:
-        dst_t, dw, dh = calculate_default_transform(view.crs, merc, w, h, *rasterio.transform.array_bounds(
-            h, w, transform))
-        out = np.zeros((4, dh, dw), np.uint8)
-        reproject(arr.transpose(2, 0, 1), out, src_transform=transform, src_crs=view.crs, dst_transform=dst_t,
-                  dst_crs=merc, resampling=WarpResampling.bilinear)
-        arr, transform, h, w = out.transpose(1, 2, 0), dst_t, dh, dw
-    west, south, east, north = rasterio.transform.array_bounds(h, w, transform)
-    (lon0, lon1), (lat0, lat1) = transform_xy([west, east], [south, north], merc, CRS.from_epsg(4326))
-    m = folium.Map(tiles=tiles, control_scale=True, max_zoom=22)
-    folium.raster_layers.ImageOverlay(np.ascontiguousarray(arr), bounds=[[lat0, lon0], [lat1, lon1]],
-                                      name=os.path.basename(os.fspath(raster)), mercator_project=False).add_to(m)
-    if objects is not None:
-        gdf = _frame_of(objects)
-        gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty].to_crs(4326)
-        fields = [c for c in ("score", "area_m2", "prompt_id") if c in gdf.columns]
-        folium.GeoJson(gdf[[*fields, "geometry"]].to_json(), name=f"objects ({len(gdf)})",
-                       style_function=lambda _: {"color": color, "weight": 2, "fillOpacity": 0.0},
-                       tooltip=folium.GeoJsonTooltip(fields=fields) if fields else None).add_to(m)
-    folium.LayerControl().add_to(m)
-    m.fit_bounds([[lat0, lon0], [lat1, lon1]])
-    return m
-
-
-def is_online(host: str = "cdn.jsdelivr.net", port: int = 443, timeout: float = 2.0) -> bool:
-    """Whether ``host`` (Leaflet's CDN) accepts a connection within ``timeout`` seconds (name
-    lookup included, which sockets alone do not time out)."""
-    import socket
-
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    th = threading.Thread(target=probe, daemon=True)
-    th.start()
-    th.join(timeout)
-    return bool(ok)
-
-
 def save(ax, path: str | os.PathLike, *, dpi: int = 110, close: bool = True) -> str:
     """Write the figure of ``ax`` (an Axes, a pair, or a Figure) to ``path`` (PNG, SVG, PDF by
     suffix), tightly cropped, and close it (``close``) so scripts and the CLI do not pile up
@@ -497,24 +373,7 @@ def save(ax, path: str | os.PathLike, *, dpi: int = 110, close: bool = True) -> 
     return os.fspath(path)
 
 
-# -- helpers --------------------------------------------------------------------------------------
-
-def _view(raster, bbox, bbox_crs) -> View:
-    """The :class:`View` of ``raster`` or its ``bbox`` (without reading pixels)."""
-    info = read_info(raster)
-    window = (0, 0, info.width, info.height)
-    if bbox is not None:
-        src_crs = info.crs if bbox_crs is None else parse_crs(bbox_crs)
-        try:
-            window, _ = bbox_to_pixels(bbox, src_crs, info.crs, info.transform, info.width, info.height)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
-        if window is None:
-            raise InputError(f"bbox {tuple(bbox)} ({crs_name(src_crs)}) lies outside {info.path}")
-    x0, y0, x1, y1 = window
-    xs, ys = zip(*(info.transform @ c for c in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))))
-    return View(info.crs, (min(xs), min(ys), max(xs), max(ys)), window, 1.0)
-
+# -- drawing helpers ------------------------------------------------------------------------------
 
 def _figsize(bounds, panels: int = 1) -> tuple[float, float]:
     """A figure size fitting ``panels`` views of ``bounds`` side by side (inches)."""
@@ -529,24 +388,6 @@ def _new_axes(bounds, panels: int = 1):
 
     _, ax = plt.subplots(1, panels, figsize=_figsize(bounds, panels), layout="constrained")
     return ax
-
-
-def axis_labels(crs: CRS) -> tuple[str, str]:
-    """x and y axis labels naming ``crs`` and its units, e.g.
-    ``("Easting (m), EPSG:3857 WGS 84 / Pseudo-Mercator", "Northing (m)")``."""
-    axes = {a.direction: a for a in crs.axis_info}
-    units = {"metre": "m", "degree": "°", "US survey foot": "ftUS", "foot": "ft"}
-
-    def label(names, default):
-        a = next((axes[d] for d in names if d in axes), None)
-        if a is None:
-            return default
-        return f"{a.name} ({units.get(a.unit_name, a.unit_name)})"
-
-    x = label(("east", "west"), "x")
-    y = label(("north", "south"), "y")
-    name = crs_name(crs)
-    return (f"{x}, {name}" + (f" {crs.name}" if name != crs.name else ""), y)
 
 
 def _frame(ax, view: View, title: str | None) -> None:
@@ -582,45 +423,6 @@ def _limits(ax, view: View) -> None:
     xmin, ymin, xmax, ymax = view.bounds
     ax.set_xlim(xmin, xmax)
     ax.set_ylim(ymin, ymax)
-
-
-def _geoms(objects, crs: CRS, keep_empty: bool = False) -> np.ndarray:
-    """Geometries of ``objects`` (GeoDataFrame, GeoSeries, file or None) in ``crs``, as an
-    object array; empty/missing ones removed unless ``keep_empty`` (positions preserved)."""
-    if objects is None:
-        return np.zeros(0, dtype=object)
-    series = _frame_of(objects).geometry
-    if len(series) and series.crs is not None and series.crs != crs:
-        series = series.to_crs(crs)
-    geoms = np.asarray(series.values, dtype=object)
-    if keep_empty:
-        return geoms
-    return geoms[[g is not None and not g.is_empty for g in geoms]] if len(geoms) else geoms
-
-
-def _frame_of(objects) -> gpd.GeoDataFrame:
-    """A GeoDataFrame of ``objects``: a GeoDataFrame, a GeoSeries or a vector file (read as
-    :func:`fastsam_geo.evaluate` and the CLI read them)."""
-    if isinstance(objects, gpd.GeoDataFrame):
-        return objects
-    if isinstance(objects, gpd.GeoSeries):
-        return gpd.GeoDataFrame(geometry=objects)
-    if isinstance(objects, str | os.PathLike):
-        from .io import read_vector
-
-        return read_vector(objects)
-    return gpd.GeoDataFrame(geometry=gpd.GeoSeries(objects))
-
-
-def _in_view(geoms: np.ndarray, view: View) -> np.ndarray:
-    if not len(geoms):
-        return geoms
-    return geoms[shapely.intersects(geoms, shapely.box(*view.bounds))]
-
-
-def _pixel_box(box: tuple[int, int, int, int], t: Affine) -> shapely.Polygon:
-    c0, r0, c1, r1 = box
-    return shapely.Polygon([t @ (c0, r0), t @ (c1, r0), t @ (c1, r1), t @ (c0, r1)])
 
 
 def _draw(ax, geoms, *, label: str, **style) -> None:
