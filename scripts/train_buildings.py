@@ -231,7 +231,7 @@ def main() -> None:
             "name": "buildings-nano", "arch": "yolov8n-seg (FastSAM's YOLOv8-seg family, from scratch)",
             "imgsz": iimg, "tile_size": itile, "conf": args.conf, "iou": args.iou,
             "gsd": run_card.get("gsd"), "gsd_range": run_card.get("gsd_range"),
-            "epochs": args.epochs, "augmentation": args.aug, "seed": args.seed,
+            "epochs": args.epochs, "steps": args.steps, "augmentation": args.aug, "seed": args.seed,
             "train_areas": train_areas, "train_minutes": report.get("train_minutes"),
             "data": "HOT fAIr-utilities training data (hotosm/fAIr-utilities 61f15156, ramp-data/TRAIN/HOTOSM/2): "
                     "OpenAerialMap drone mosaics (~0.15 m, EPSG:3857) and OpenStreetMap building footprints; "
@@ -250,8 +250,6 @@ def main() -> None:
         for key in ("train_minutes", "gsd_note", "gsd", "gsd_range"):  # kept when only re-scoring
             if card.get(key) is None and key in prev:
                 card[key] = prev[key]
-        if args.score_only and "script" in prev:
-            card["script"] = prev["script"]
         if not (args.score_only and args.export.exists()):  # re-exporting would change the pinned bytes
             export_checkpoint(model, args.export, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
                               tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
