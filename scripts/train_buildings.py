@@ -165,6 +165,9 @@ def main() -> None:
     ap.add_argument("--unseen", type=Path, nargs="*", default=[],
                     help="extra area folders no run trains on (mosaic_z20_{a,b}.tif + _labels.geojson, e.g. "
                          "extdata/hot_aoi3_kathmandu from scripts/fetch_extdata.py): scored for every run")
+    ap.add_argument("--extra-train", type=Path, nargs="*", default=[],
+                    help="extra area folders to train on too (same layout as --unseen, labels_osm.geojson "
+                         "with all the area's footprints): more of the world in training")
     args = ap.parse_args()
 
     if args.loao_only:
@@ -181,13 +184,19 @@ def main() -> None:
     from fastsam_geo.training import AERIAL_AUG, training_gsd
 
     train_areas = [a for a in AREAS if a != args.holdout]
+    extra = [d.resolve() for d in args.extra_train]
+    if overlap := {d.name for d in extra} & ({args.holdout} | {d.resolve().name for d in args.unseen}):
+        raise SystemExit(f"error: {sorted(overlap)} both trained on and scored as held out")
+    arch = Path(args.base).stem  # yolov8n-seg.yaml -> yolov8n-seg
     itile, iimg = args.infer_tile or args.tile_size, args.infer_imgsz or args.imgsz
     args.out.mkdir(parents=True, exist_ok=True)
     model = args.out / "model.pt"
-    report: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "train_areas": train_areas}
+    report: dict = {"args": {k: str(v) for k, v in vars(args).items()},
+                    "train_areas": train_areas + [d.name for d in extra]}
     if not args.score_only:
-        images = [DATA / a / f"mosaic_z20_{s}.tif" for a in train_areas for s in "ab"]
-        frames = [gpd.read_file(DATA / a / "labels_osm.geojson") for a in train_areas]
+        dirs = [DATA / a for a in train_areas] + extra
+        images = [d / f"mosaic_z20_{s}.tif" for d in dirs for s in "ab"]
+        frames = [gpd.read_file(d / "labels_osm.geojson").to_crs(4326) for d in dirs]
         labels = gpd.GeoDataFrame(pd.concat(frames), crs=4326)
         t0 = time.perf_counter()
         summary = build_dataset(images, labels, args.out / "dataset", tile_size=args.tile_size,
@@ -201,13 +210,14 @@ def main() -> None:
         best = train_yolo(summary.yaml, args.out / "yolo", base=args.base, epochs=epochs,
                           imgsz=args.imgsz, batch=args.batch, seed=args.seed, val=args.val_fraction > 0, **hyp)
         report["train_minutes"] = round((time.perf_counter() - t0) / 60, 1)
-        export_checkpoint(best, model, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
+        export_checkpoint(best, model, name="buildings-nano", arch=arch, imgsz=iimg,
                           tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
-                          epochs=epochs, train_areas=train_areas, holdout=args.holdout)
+                          epochs=epochs, train_areas=report["train_areas"], holdout=args.holdout)
         report["gsd"] = training_gsd(summary, args.imgsz)
         card = dict(name=f"buildings-nano ({'all areas' if not args.holdout else 'without ' + args.holdout})",
                     imgsz=iimg, tile_size=itile, conf=args.conf, iou=args.iou, epochs=epochs,
-                    steps=report["schedule"]["steps"], train_areas=train_areas, holdout=args.holdout, **report["gsd"])
+                    steps=report["schedule"]["steps"], train_areas=report["train_areas"], arch=arch,
+                    holdout=args.holdout, **report["gsd"])
         model.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
     if args.holdout:
@@ -224,15 +234,16 @@ def main() -> None:
         sample = evaluate(pred, SAMPLE_LABELS, iou=0.5, ignore_partial=True)
         prev_path = args.export.with_suffix(".json")
         prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}
-        in_sample = {a: score_area(model, a, itile, [args.conf])[f"{args.conf:g}"] for a in train_areas}
+        in_sample = {Path(a).name: score_area(model, a, itile, [args.conf])[f"{args.conf:g}"]
+                     for a in train_areas + extra}
         loao = collect_loao(args.out.parent, args.conf)
         run_card = json.loads(model.with_suffix(".json").read_text()) if model.with_suffix(".json").exists() else {}
         card = {
-            "name": "buildings-nano", "arch": "yolov8n-seg (FastSAM's YOLOv8-seg family, from scratch)",
+            "name": "buildings-nano", "arch": f"{arch} (FastSAM's YOLOv8-seg family, from scratch)",
             "imgsz": iimg, "tile_size": itile, "conf": args.conf, "iou": args.iou,
             "gsd": run_card.get("gsd"), "gsd_range": run_card.get("gsd_range"),
             "epochs": args.epochs, "steps": args.steps, "augmentation": args.aug, "seed": args.seed,
-            "train_areas": train_areas, "train_minutes": report.get("train_minutes"),
+            "train_areas": report["train_areas"], "train_minutes": report.get("train_minutes"),
             "data": "HOT fAIr-utilities training data (hotosm/fAIr-utilities 61f15156, ramp-data/TRAIN/HOTOSM/2): "
                     "OpenAerialMap drone mosaics (~0.15 m, EPSG:3857) and OpenStreetMap building footprints; "
                     "every source, its licence, and the unseen test areas: docs/training_data.md",
@@ -244,16 +255,17 @@ def main() -> None:
             "unseen_areas": report.get("unseen"),
             "script": "scripts/train_buildings.py " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                if v not in (None, False, []) and k not in ("score_only", "unseen")),
+                if v not in (None, False, []) and k not in ("score_only", "unseen", "extra_train"))
+                + "".join(f" --extra-train extdata/{d.name}" for d in extra),
         }
         card.update(loao_summary(loao, train_areas))
         for key in ("train_minutes", "gsd_note", "gsd", "gsd_range"):  # kept when only re-scoring
             if card.get(key) is None and key in prev:
                 card[key] = prev[key]
         if not (args.score_only and args.export.exists()):  # re-exporting would change the pinned bytes
-            export_checkpoint(model, args.export, name="buildings-nano", arch="yolov8n-seg", imgsz=iimg,
+            export_checkpoint(model, args.export, name="buildings-nano", arch=arch, imgsz=iimg,
                               tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
-                              epochs=args.epochs, train_areas=train_areas)
+                              epochs=args.epochs, train_areas=report["train_areas"])
         args.export.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         report["export"] = {"sample_f1": sample.f1, "in_sample": in_sample}
     prev = json.loads((args.out / "report.json").read_text()) if (args.out / "report.json").exists() else {}
