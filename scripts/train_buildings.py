@@ -115,6 +115,12 @@ def nested_conf(loao: dict) -> dict:
             "conf_all_folds": float(pick(list(sweeps)))}
 
 
+def trained_and_held_out(train: list[str | Path], holdout: str | None, unseen: list[Path]) -> list[str]:
+    """Areas (by folder name) that a run would both train on and score as never seen: must be none."""
+    held = {Path(h).resolve().name for h in [holdout, *unseen] if h}
+    return sorted(held & {Path(t).name for t in train})
+
+
 def loao_summary(loao: dict, areas: list[str]) -> dict:
     """The card's leave-one-area-out section: every fold, their mean and worst, the folds not run."""
     f1s = [v["at_model_conf"]["f1"] for v in loao.values() if v.get("at_model_conf")]
@@ -185,8 +191,8 @@ def main() -> None:
 
     train_areas = [a for a in AREAS if a != args.holdout]
     extra = [d.resolve() for d in args.extra_train]
-    if overlap := {d.name for d in extra} & ({args.holdout} | {d.resolve().name for d in args.unseen}):
-        raise SystemExit(f"error: {sorted(overlap)} both trained on and scored as held out")
+    if leak := trained_and_held_out(train_areas + extra, args.holdout, args.unseen):
+        raise SystemExit(f"error: {', '.join(leak)} would be trained on and scored as held out")
     arch = Path(args.base).stem  # yolov8n-seg.yaml -> yolov8n-seg
     itile, iimg = args.infer_tile or args.tile_size, args.infer_imgsz or args.imgsz
     args.out.mkdir(parents=True, exist_ok=True)

@@ -61,3 +61,12 @@ def test_an_areas_own_labels_never_choose_its_threshold(sweeps, other):
     before = tb.nested_conf(_loao(sweeps))["per_area"][area]["conf"]
     after = tb.nested_conf(_loao({**sweeps, area: other}))["per_area"][area]["conf"]
     assert before == after
+
+
+def test_an_area_trained_on_is_never_also_scored_as_unseen(tmp_path):
+    nepal = tmp_path / "extdata" / "hot_aoi3_kathmandu"
+    areas = ["aoi2_kampala_uganda", "aoi4_catanduanes_philippines"]
+    assert tb.trained_and_held_out([*areas, nepal], "aoi1_zanzibar_tanzania", []) == []
+    # the same folder by another path (relative, trailing parts) is the same area
+    assert tb.trained_and_held_out([*areas, nepal], None, [nepal / ".." / nepal.name]) == ["hot_aoi3_kathmandu"]
+    assert tb.trained_and_held_out(areas, "aoi2_kampala_uganda", []) == ["aoi2_kampala_uganda"]
