@@ -118,7 +118,7 @@ def nested_conf(loao: dict) -> dict:
 def trained_and_held_out(train: list[str | Path], holdout: str | None, unseen: list[Path]) -> list[str]:
     """Areas (by folder name) that a run would both train on and score as never seen: must be none."""
     held = {Path(h).resolve().name for h in [holdout, *unseen] if h}
-    return sorted(held & {Path(t).name for t in train})
+    return sorted(held & {Path(t).resolve().name for t in train})
 
 
 def loao_summary(loao: dict, areas: list[str]) -> dict:

@@ -70,3 +70,4 @@ def test_an_area_trained_on_is_never_also_scored_as_unseen(tmp_path):
     # the same folder by another path (relative, trailing parts) is the same area
     assert tb.trained_and_held_out([*areas, nepal], None, [nepal / ".." / nepal.name]) == ["hot_aoi3_kathmandu"]
     assert tb.trained_and_held_out(areas, "aoi2_kampala_uganda", []) == ["aoi2_kampala_uganda"]
+    assert tb.trained_and_held_out([nepal / "x" / ".."], None, [nepal]) == ["hot_aoi3_kathmandu"]
