@@ -30,6 +30,10 @@ from .raster import TileReader, read_info
 from .tiling import plan_tiles
 from .types import Tile
 
+COARSEN_FACTORS = (1.5, 4.0)
+"""How much coarser (x the tile's GSD) a ``coarsen`` copy is: uniform in this range, i.e. 0.22 to
+0.6 m for the bundled model's 0.147 m, the aerial-to-satellite span users bring."""
+
 
 @dataclass
 class DatasetSummary:
@@ -42,6 +46,8 @@ class DatasetSummary:
     train_polygons: int = 0
     val_polygons: int = 0
     empty_tiles: int = 0
+    coarsened_tiles: int = 0
+    """Extra training copies written blurred to a coarser GSD (``coarsen``), counted in ``train_tiles``."""
     images: list[str] = field(default_factory=list)
     val_images: list[str] = field(default_factory=list)
     val_regions: list[tuple[str, tuple[float, float, float, float]]] = field(default_factory=list)
@@ -107,7 +113,8 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
                   out: str | os.PathLike, *, tile_size: int = 1024, overlap: int = 128,
                   bands: Sequence[int] | None = None, val_fraction: float = 0.15,
                   keep_empty: float = 0.2, seed: int = 0, val_images: Sequence[str] | None = None,
-                  image_format: str = "png", gsd: float | None = None) -> DatasetSummary:
+                  image_format: str = "png", gsd: float | None = None, coarsen: float = 0.0,
+                  coarsen_factors: tuple[float, float] = COARSEN_FACTORS) -> DatasetSummary:
     """Write a YOLO-seg dataset (``images/``, ``labels/``, ``data.yaml``) under ``out``.
 
     ``gsd`` (ground m/px): read ``tile_size``/``overlap`` as pixels at that GSD and cut each
@@ -117,11 +124,24 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
 
     ``val_images``: rasters to use whole as validation (default: chosen spatially). Tiles
     without buildings are kept with probability ``keep_empty`` (background examples).
+
+    ``coarsen`` (0..1): the probability that a training tile also gets a copy as coarser
+    imagery would reach the network under ``--gsd auto``: shrunk by a factor drawn uniformly
+    from ``coarsen_factors`` (area average, like a sensor with bigger pixels) and enlarged back
+    bicubically (what inference does to coarse tiles), same labels. Validation tiles are never
+    coarsened. The draws use their own seeded stream, so ``coarsen=0`` writes exactly the
+    dataset it always did.
     Raises :class:`InputError` when no label touches any raster.
     """
     import cv2
 
+    if not 0.0 <= coarsen <= 1.0:
+        raise InputError(f"coarsen must be a probability in [0, 1], got {coarsen}")
+    lo_f, hi_f = coarsen_factors
+    if not 1.0 < lo_f <= hi_f:
+        raise InputError(f"coarsen factors must satisfy 1 < low <= high, got {coarsen_factors}")
     rng = np.random.default_rng(seed)
+    rng_coarse = np.random.default_rng([seed, 1])
     out = Path(out)
     for split in ("train", "val"):
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
@@ -190,6 +210,15 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
                 else:
                     summary.train_tiles += 1
                     summary.train_polygons += len(rings)
+                    if coarsen and rng_coarse.random() < coarsen:
+                        f = float(rng_coarse.uniform(lo_f, hi_f))
+                        cv2.imwrite(str(out / "images" / "train" / f"{name}_x{f:.2f}.{image_format}"),
+                                    coarsened(image, f)[..., ::-1])
+                        (out / "labels" / "train" / f"{name}_x{f:.2f}.txt").write_text(
+                            (out / "labels" / "train" / f"{name}.txt").read_text())
+                        summary.train_tiles += 1
+                        summary.train_polygons += len(rings)
+                        summary.coarsened_tiles += 1
     if summary.train_tiles == 0:
         raise InputError("no training tiles with labels: the labels do not overlap the training rasters")
     (out / "data.yaml").write_text(
@@ -197,6 +226,18 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
         "names:\n  0: building\n")
     (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     return summary
+
+
+def coarsened(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` ``(H, W, C) uint8`` as imagery ``factor`` times coarser looks once ``--gsd auto``
+    has enlarged it back: area-averaged down to ``round(H / factor) x round(W / factor)`` pixels,
+    then bicubic up to ``(H, W)`` (same shape and dtype; detail finer than ``factor`` pixels is
+    gone)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    small = cv2.resize(image, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
 def _choose_val(plans, fraction, val_images) -> set:

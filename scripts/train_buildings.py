@@ -154,6 +154,9 @@ def main() -> None:
     ap.add_argument("--base", default="yolov8n-seg.yaml")
     ap.add_argument("--aug", choices=["default", "aerial"], default="aerial")
     ap.add_argument("--copy-paste", type=float, default=0.0, help="ultralytics copy_paste augmentation")
+    ap.add_argument("--coarsen", type=float, default=0.0,
+                    help="probability that a training tile also gets a copy blurred to 1.5-4x coarser GSD "
+                         "and enlarged back, as --gsd auto feeds coarse imagery (fastsam_geo.dataset)")
     ap.add_argument("--close-mosaic", type=int, default=10, help="last epochs without mosaic")
     ap.add_argument("--infer-tile", type=int, default=None, help="tile size at inference (default --tile-size)")
     ap.add_argument("--infer-imgsz", type=int, default=None, help="network size at inference (default --imgsz)")
@@ -207,7 +210,7 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = build_dataset(images, labels, args.out / "dataset", tile_size=args.tile_size,
                                 overlap=args.overlap, val_fraction=args.val_fraction, keep_empty=0.3,
-                                seed=args.seed)
+                                seed=args.seed, coarsen=args.coarsen)
         report["dataset"] = {k: v for k, v in vars(summary).items() if k != "images"}
         report["schedule"] = schedule(summary.train_tiles, args.batch, args.epochs, args.close_mosaic, args.steps)
         epochs, close_mosaic = report["schedule"]["epochs"], report["schedule"]["close_mosaic"]
@@ -223,7 +226,7 @@ def main() -> None:
         card = dict(name=f"buildings-nano ({'all areas' if not args.holdout else 'without ' + args.holdout})",
                     imgsz=iimg, tile_size=itile, conf=args.conf, iou=args.iou, epochs=epochs,
                     steps=report["schedule"]["steps"], train_areas=report["train_areas"], arch=arch,
-                    holdout=args.holdout, **report["gsd"])
+                    holdout=args.holdout, coarsen=args.coarsen, **report["gsd"])
         model.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
     if args.holdout:
@@ -248,7 +251,8 @@ def main() -> None:
             "name": "buildings-nano", "arch": f"{arch} (FastSAM's YOLOv8-seg family, from scratch)",
             "imgsz": iimg, "tile_size": itile, "conf": args.conf, "iou": args.iou,
             "gsd": run_card.get("gsd"), "gsd_range": run_card.get("gsd_range"),
-            "epochs": args.epochs, "steps": args.steps, "augmentation": args.aug, "seed": args.seed,
+            "epochs": args.epochs, "steps": args.steps, "augmentation": args.aug, "coarsen": args.coarsen,
+            "seed": args.seed,
             "train_areas": report["train_areas"], "train_minutes": report.get("train_minutes"),
             "data": "HOT fAIr-utilities training data (hotosm/fAIr-utilities 61f15156, ramp-data/TRAIN/HOTOSM/2): "
                     "OpenAerialMap drone mosaics (~0.15 m, EPSG:3857) and OpenStreetMap building footprints; "
