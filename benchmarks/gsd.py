@@ -61,6 +61,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mosaics", nargs="+", default=DEFAULT, help="AREA/a|b under the shared oam_osm folder")
     ap.add_argument("--gsds", nargs="+", type=float, default=[0.3, 0.5])
+    ap.add_argument("--model", default=None,
+                    help="checkpoint to measure (default: the bundled model), e.g. a train_buildings.py run")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     tmp = Path(tempfile.mkdtemp(prefix="fsg-gsd-"))
@@ -79,12 +81,13 @@ def main() -> None:
                 if gsd is None and mode == "native":
                     rows.setdefault((res, mode), {})[m] = rows[(res, "auto")][m]
                     continue
-                pred = segment_raster(path, gsd=mode)
+                pred = segment_raster(path, segmenter=args.model, gsd=mode)
                 r = evaluate(pred, labels, iou=0.5, ignore_partial=True)
                 rows.setdefault((res, mode), {})[m] = (r.tp, r.fp, r.fn)
                 print(f"{m:34s} {res:7s} --gsd {mode:6s} F1 {r.f1:.3f} (tp {r.tp} fp {r.fp} fn {r.fn})",
                       flush=True)
-    print(f"\n## F1@0.5, bundled model, edge-cut references ignored ({time.perf_counter() - t0:.0f} s)\n")
+    name = args.model or "bundled model"
+    print(f"\n## F1@0.5, {name}, edge-cut references ignored ({time.perf_counter() - t0:.0f} s)\n")
     names = [m.split("_")[0] + "/" + m.split("/")[1] for m in args.mosaics]
     print("| imagery | --gsd | " + " | ".join(names) + " | pooled |")
     print("|---|---|" + "---|" * (len(names) + 1))

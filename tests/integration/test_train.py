@@ -324,3 +324,64 @@ def test_a_fine_tune_worse_than_its_base_on_the_validation_area_says_so(tiny, tm
         res = training.train([tif], labels, tmp_path / "ft.pt", base="buildings-nano", epochs=1, imgsz=128,
                              overlap=16, batch=4, val_fraction=0.25, device="cpu", hyp={"workers": 0})
     assert res.info["validation_base"]["f1"] == 0.9 and res.info["validation"]["f1"] == 0.0
+
+
+def test_coarsened_copies_are_extra_training_tiles_and_leave_the_rest_as_it_was(tiny, tmp_path):
+    """``coarsen``: every drawn training tile gets one blurred copy with the same labels,
+    validation tiles never do, and the tiles a ``coarsen=0`` dataset holds are written
+    byte for byte as before (the draws use their own stream, so the shipped recipe's
+    dataset does not move when the option is added)."""
+    _, tif, labels, _ = tiny
+    with rasterio.open(tif) as ds:  # buildings in the left half only: empty tiles draw keep_empty
+        gdf = gpd.read_file(labels).to_crs(ds.crs)
+        labels = gdf[gdf.centroid.x < (ds.bounds.left + ds.bounds.right) / 2]
+    kw = dict(tile_size=128, overlap=32, val_fraction=0.25, keep_empty=0.5, seed=3)
+    plain = build_dataset([tif], labels, tmp_path / "plain", **kw)
+    coarse = build_dataset([tif], labels, tmp_path / "coarse", coarsen=1.0, **kw)
+
+    def files(root, split, kind="images"):
+        return {p.name: p.read_bytes() for p in (root / kind / split).iterdir()}
+
+    copy = re.compile(r"_x(\d\.\d\d)\.(png|txt)$")
+    for split in ("train", "val"):
+        for kind in ("images", "labels"):
+            before, after = files(tmp_path / "plain", split, kind), files(tmp_path / "coarse", split, kind)
+            assert {k: v for k, v in after.items() if not copy.search(k)} == before, (split, kind)
+    assert not any(copy.search(k) for k in files(tmp_path / "coarse", "val"))
+    train_imgs = files(tmp_path / "coarse", "train")
+    copies = {k: float(copy.search(k).group(1)) for k in train_imgs if copy.search(k)}
+    assert len(copies) == plain.train_tiles == coarse.coarsened_tiles > 0 and plain.empty_tiles > 0
+    assert coarse.train_tiles == 2 * plain.train_tiles and coarse.val_tiles == plain.val_tiles
+    assert all(1.5 <= f <= 4.0 for f in copies.values()) and len(set(copies.values())) > 1
+    for name in copies:
+        original = copy.sub(".png", name)
+        assert original in train_imgs
+        labels_dir = tmp_path / "coarse/labels/train"
+        assert (labels_dir / copy.sub(".txt", name)).read_text() == \
+            (labels_dir / original.replace(".png", ".txt")).read_text()
+    half = build_dataset([tif], labels, tmp_path / "half", coarsen=0.5, **kw)
+    assert 0 < half.coarsened_tiles < plain.train_tiles
+    with pytest.raises(InputError, match="probability"):
+        build_dataset([tif], labels, tmp_path / "bad", coarsen=1.5, **kw)
+    with pytest.raises(InputError, match="factors"):
+        build_dataset([tif], labels, tmp_path / "bad", coarsen=0.5, coarsen_factors=(0.5, 2.0), **kw)
+
+
+def test_a_coarsened_tile_keeps_what_coarser_pixels_hold_and_loses_finer_detail():
+    """``coarsened(img, f)`` is imagery ``f`` times coarser, enlarged back: a pattern on a grid
+    of f-pixel cells survives, a one-pixel checkerboard (detail no coarser sensor resolves)
+    averages to flat grey; shape and dtype are the tile's."""
+    from fastsam_geo.dataset import coarsened
+
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    blocky = np.repeat(np.repeat(cells, 4, axis=0), 4, axis=1)  # 64 x 64, 4-px cells
+    out = coarsened(blocky, 4.0)
+    assert out.shape == blocky.shape and out.dtype == np.uint8
+    # cell centres are what the coarse pixel recorded (edges ring from the bicubic enlargement)
+    centres = out[1::4, 1::4].astype(int)[:, :, :] + out[2::4, 2::4].astype(int)
+    assert np.abs(centres / 2 - cells.astype(int)).mean() < 25
+    checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2)
+    flat = coarsened(checker, 2.0)
+    assert np.abs(flat.astype(int) - 127.5).max() <= 2
+    assert np.array_equal(coarsened(checker, 1.0000001)[8:-8, 8:-8] > 127, checker[8:-8, 8:-8] > 127)
