@@ -201,9 +201,8 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
                 split = "val" if is_val else "train"
                 name = f"{stem}_r{t.row}_c{t.col}"
                 cv2.imwrite(str(out / "images" / split / f"{name}.{image_format}"), image[..., ::-1])
-                with open(out / "labels" / split / f"{name}.txt", "w") as f:
-                    for r in rings:
-                        f.write("0 " + " ".join(f"{v:.6f}" for v in r.ravel()) + "\n")
+                text = "".join("0 " + " ".join(f"{v:.6f}" for v in r.ravel()) + "\n" for r in rings)
+                (out / "labels" / split / f"{name}.txt").write_text(text)
                 if split == "val":
                     summary.val_tiles += 1
                     summary.val_polygons += len(rings)
@@ -214,8 +213,7 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
                         f = float(rng_coarse.uniform(lo_f, hi_f))
                         cv2.imwrite(str(out / "images" / "train" / f"{name}_x{f:.2f}.{image_format}"),
                                     coarsened(image, f)[..., ::-1])
-                        (out / "labels" / "train" / f"{name}_x{f:.2f}.txt").write_text(
-                            (out / "labels" / "train" / f"{name}.txt").read_text())
+                        (out / "labels" / "train" / f"{name}_x{f:.2f}.txt").write_text(text)
                         summary.train_tiles += 1
                         summary.train_polygons += len(rings)
                         summary.coarsened_tiles += 1
