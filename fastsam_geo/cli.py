@@ -493,10 +493,13 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
 @click.option("--device", default="auto", show_default=True)
 @click.option("--val-fraction", default=0.15, show_default=True, type=float,
               help="Share of tile columns per raster held out (spatially) for validation.")
+@click.option("--coarsen", default=0.0, show_default=True, type=float,
+              help="Share of training tiles that also train blurred to 1.5-4x coarser imagery (for a model "
+                   "that will meet coarser imagery than its training data).")
 @click.option("--attribution", multiple=True, help="Data licence/attribution line for the model card.")
 @handle_errors
 def train(images, labels, output, base, epochs, minutes, gsd, imgsz, tile_size, overlap, batch, device,
-          val_fraction, attribution):
+          val_fraction, coarsen, attribution):
     """Train a building model on IMAGES (GeoTIFFs) and footprint LABELS, offline.
 
     Fine-tune the bundled model on your own area: --base buildings-nano --minutes 10."""
@@ -504,7 +507,7 @@ def train(images, labels, output, base, epochs, minutes, gsd, imgsz, tile_size, 
 
     res = run_train(list(images), labels, output, base=base, epochs=epochs, minutes=minutes, gsd=gsd,
                     imgsz=imgsz, tile_size=tile_size, overlap=overlap, batch=batch, device=device,
-                    val_fraction=val_fraction, attribution=attribution)
+                    val_fraction=val_fraction, attribution=attribution, coarsen=coarsen)
     v = res.info.get("validation", {})
     f1 = f"validation F1@0.5 {v['f1']:.3f}" if "f1" in v else "no validation split"
     click.echo(f"model -> {res.model} ({res.model.stat().st_size / 1e6:.1f} MB), card -> {res.card}; {f1}",

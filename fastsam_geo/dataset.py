@@ -135,11 +135,7 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
     """
     import cv2
 
-    if not 0.0 <= coarsen <= 1.0:
-        raise InputError(f"coarsen must be a probability in [0, 1], got {coarsen}")
-    lo_f, hi_f = coarsen_factors
-    if not 1.0 < lo_f <= hi_f:
-        raise InputError(f"coarsen factors must satisfy 1 < low <= high, got {coarsen_factors}")
+    lo_f, hi_f = check_coarsen(coarsen, coarsen_factors)
     rng = np.random.default_rng(seed)
     rng_coarse = np.random.default_rng([seed, 1])
     out = Path(out)
@@ -224,6 +220,17 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
         "names:\n  0: building\n")
     (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     return summary
+
+
+def check_coarsen(coarsen: float, factors: tuple[float, float] = COARSEN_FACTORS) -> tuple[float, float]:
+    """The ``(low, high)`` coarsening factors, after checking ``coarsen`` is a probability and
+    ``1 < low <= high``; raises :class:`InputError` otherwise."""
+    if not (isinstance(coarsen, int | float) and 0.0 <= coarsen <= 1.0):
+        raise InputError(f"coarsen must be a probability in [0, 1], got {coarsen!r}")
+    lo, hi = factors
+    if not 1.0 < lo <= hi:
+        raise InputError(f"coarsen factors must satisfy 1 < low <= high, got {factors}")
+    return float(lo), float(hi)
 
 
 def coarsened(image: np.ndarray, factor: float) -> np.ndarray:

@@ -28,7 +28,7 @@ import geopandas as gpd
 from . import __version__
 from .api import evaluate, segment_raster
 from .coords import crs_name
-from .dataset import build_dataset, load_labels
+from .dataset import build_dataset, check_coarsen, load_labels
 from .errors import FineTuneWarning, InputError, OutputError, UntrustedCheckpointWarning
 from .gsd import model_gsd
 from .gsd import validate as validate_gsd
@@ -58,13 +58,17 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
           val_images: Sequence[str] | None = None, conf: float | None = None, iou: float | None = None,
           gsd: str | float = "auto", seed: int = 0, attribution: Sequence[str] = (),
           workdir: str | os.PathLike | None = None, name: str | None = None,
-          hyp: dict | None = None) -> TrainResult:
+          hyp: dict | None = None, coarsen: float = 0.0) -> TrainResult:
     """Train a YOLOv8-seg building model on georeferenced ``images`` and footprint ``labels``.
 
     ``base``: ``yolov8n-seg.yaml`` (from scratch, ~6 MB model), another architecture yaml,
     or weights to fine-tune (``buildings-nano``, ``FastSAM-s.pt``, a previous model).
     ``minutes``: train for that long (ultralytics' time budget; the schedule is fitted to it)
     instead of ``epochs``.
+    ``coarsen`` (0..1): share of training tiles that also train as 1.5-4x coarser imagery
+    (blurred and enlarged back, as ``--gsd auto`` feeds coarse rasters; see
+    :func:`fastsam_geo.dataset.build_dataset`), for a model that will meet coarser imagery than
+    it trains on. Recorded in the card.
 
     ``gsd`` (ground m/px the network sees): ``"auto"`` is the base model's card GSD when it
     has one (fine-tuning keeps the scale the base learned), else the imagery's own;
@@ -88,6 +92,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     if minutes is not None and not (math.isfinite(minutes) and minutes > 0):
         raise InputError(f"minutes must be a positive number, got {minutes!r}")
     target = validate_gsd(gsd)
+    check_coarsen(coarsen)
     infos = [read_info(p) for p in images]  # fails early on missing / non-georeferenced rasters
     from .engine.train import resolve_base
 
@@ -113,7 +118,8 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
                                                                dir=output.resolve().parent))
     try:
         summary = build_dataset(images, gdf, work / "dataset", tile_size=tile_size, overlap=overlap,
-                                val_fraction=val_fraction, val_images=val_images, seed=seed, gsd=target)
+                                val_fraction=val_fraction, val_images=val_images, seed=seed, gsd=target,
+                                coarsen=coarsen)
         from .engine import train_yolo
 
         args = dict(AERIAL_AUG, **(hyp or {}))
@@ -129,7 +135,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         _export(best_weights, output, meta)
         card = dict(
             **meta, fastsam_geo=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            train_minutes=round(train_minutes, 1), minutes_budget=minutes, train_imgsz=imgsz,
+            train_minutes=round(train_minutes, 1), minutes_budget=minutes, train_imgsz=imgsz, coarsen=coarsen,
             train_tile_size_at_gsd=tile_size, python=platform.python_version(),
             gsd_note=("ground m/px the network saw in training (each raster's ground GSD x native tile / imgsz); "
                       "segment --gsd auto resamples imagery to it"),
@@ -139,7 +145,8 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
                   for p, i, g, t in zip(images, infos, summary.raster_gsd, summary.tile_sizes)],
             labels=dict(source=os.fspath(labels) if not isinstance(labels, gpd.GeoDataFrame) else "GeoDataFrame",
                         polygons=len(gdf), crs=crs_name(gdf.crs)),
-            dataset=dict(train_tiles=summary.train_tiles, val_tiles=summary.val_tiles,
+            dataset=dict(train_tiles=summary.train_tiles, coarsened_tiles=summary.coarsened_tiles,
+                         val_tiles=summary.val_tiles,
                          train_polygons=summary.train_polygons, val_polygons=summary.val_polygons,
                          split="spatial: whole rasters or bands of tile columns; train tiles touching "
                                "val tiles dropped"),

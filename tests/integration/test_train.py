@@ -94,10 +94,13 @@ def test_train_one_epoch_end_to_end_then_the_model_segments(tiny):
     t0 = time.perf_counter()
     r = CliRunner().invoke(main, ["train", str(tif), "--labels", str(labels), "-o", str(out), "--epochs", "1",
                                   "--imgsz", "128", "--tile-size", "128", "--overlap", "32", "--batch", "4",
-                                  "--val-fraction", "0.25", "--attribution", "synthetic test scene"])
+                                  "--val-fraction", "0.25", "--attribution", "synthetic test scene",
+                                  "--coarsen", "1"])
     assert r.exit_code == 0, r.output
     assert time.perf_counter() - t0 < 180
     card = json.loads(out.with_suffix(".json").read_text())
+    # --coarsen 1: every training tile also trained as coarser imagery, and the card says so
+    assert card["coarsen"] == 1.0 and 2 * card["dataset"]["coarsened_tiles"] == card["dataset"]["train_tiles"] > 0
     assert card["epochs"] == 1 and card["imgsz"] == 128 and card["attribution"] == ["synthetic test scene"]
     assert {"tp", "fp", "fn", "f1"} <= set(card["validation"])
     # one segmentation scored at every threshold: raising it only removes predictions, and the
@@ -363,6 +366,11 @@ def test_coarsened_copies_are_extra_training_tiles_and_leave_the_rest_as_it_was(
     assert 0 < half.coarsened_tiles < plain.train_tiles
     with pytest.raises(InputError, match="probability"):
         build_dataset([tif], labels, tmp_path / "bad", coarsen=1.5, **kw)
+    r = CliRunner().invoke(main, ["train", str(tif), "--labels", str(tiny[2]), "-o", str(tmp_path / "m.pt"),
+                                  "--coarsen", "-0.1"])
+    assert r.exit_code != 0 and r.output.strip().splitlines() == ["Error: coarsen must be a probability in [0, 1], "
+                                                                  "got -0.1"], r.output
+    assert not (tmp_path / "m.pt").exists() and not list(tmp_path.glob(".m-train-*"))
     with pytest.raises(InputError, match="factors"):
         build_dataset([tif], labels, tmp_path / "bad", coarsen=0.5, coarsen_factors=(0.5, 2.0), **kw)
 
