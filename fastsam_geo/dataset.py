@@ -131,7 +131,9 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
     bicubically (what inference does to coarse tiles), same labels. Validation tiles are never
     coarsened. The draws use their own seeded stream, so ``coarsen=0`` writes exactly the
     dataset it always did.
-    Raises :class:`InputError` when no label touches any raster.
+
+    Raises :class:`InputError` when no label touches any raster, or for a ``coarsen`` that is
+    not a probability.
     """
     import cv2
 

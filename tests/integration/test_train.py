@@ -387,7 +387,7 @@ def test_a_coarsened_tile_keeps_what_coarser_pixels_hold_and_loses_finer_detail(
     out = coarsened(blocky, 4.0)
     assert out.shape == blocky.shape and out.dtype == np.uint8
     # cell centres are what the coarse pixel recorded (edges ring from the bicubic enlargement)
-    centres = out[1::4, 1::4].astype(int)[:, :, :] + out[2::4, 2::4].astype(int)
+    centres = out[1::4, 1::4].astype(int) + out[2::4, 2::4].astype(int)
     assert np.abs(centres / 2 - cells.astype(int)).mean() < 25
     checker = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)[..., None].repeat(3, 2)
     flat = coarsened(checker, 2.0)
