@@ -154,7 +154,8 @@ def main(debug: bool) -> None:
                    "its model card records; native uses tiles as given; a number is the model GSD (m/px) to assume.")
 @click.option("--bands", default=None, help="Bands read as R,G,B (1-based), e.g. 4,3,2; one band = grey.")
 @click.option("--stretch", type=click.Choice(["auto", "percentile", "none"]), default="auto",
-              show_default=True, help="Contrast stretch for non-uint8 imagery (one per raster).")
+              show_default=True, help="Contrast stretch for non-uint8 imagery (one per raster): to the levels the "
+                                      "model card records (one map for all bands), else 2-98 %% per band to 0-255.")
 @click.option("--batch-size", type=int, default=None, help="Tiles per forward pass (default: by device).")
 @click.option("--conf", type=float, default=None, help="Confidence threshold (default: the model's).")
 @click.option("--iou", type=float, default=None, help="NMS IoU threshold (default: the model's).")

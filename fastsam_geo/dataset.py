@@ -26,7 +26,7 @@ from .coords import crs_name, transform_geometries
 from .errors import InputError
 from .gsd import ground_gsd, plan
 from .masks import intersect
-from .raster import TileReader, read_info
+from .raster import Levels, TileReader, read_info
 from .tiling import plan_tiles
 from .types import Tile
 
@@ -114,7 +114,8 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
                   bands: Sequence[int] | None = None, val_fraction: float = 0.15,
                   keep_empty: float = 0.2, seed: int = 0, val_images: Sequence[str] | None = None,
                   image_format: str = "png", gsd: float | None = None, coarsen: float = 0.0,
-                  coarsen_factors: tuple[float, float] = COARSEN_FACTORS) -> DatasetSummary:
+                  coarsen_factors: tuple[float, float] = COARSEN_FACTORS,
+                  levels: Levels | None = None) -> DatasetSummary:
     """Write a YOLO-seg dataset (``images/``, ``labels/``, ``data.yaml``) under ``out``.
 
     ``gsd`` (ground m/px): read ``tile_size``/``overlap`` as pixels at that GSD and cut each
@@ -131,6 +132,10 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
     bicubically (what inference does to coarse tiles), same labels. Validation tiles are never
     coarsened. The draws use their own seeded stream, so ``coarsen=0`` writes exactly the
     dataset it always did.
+
+    ``levels``: where non-uint8 imagery is stretched to (:class:`~fastsam_geo.raster.Levels`,
+    default 2nd/98th percentile to 0/255); fine-tuning passes the base model's, so the network
+    sees the user's imagery as it sees it at inference.
 
     Raises :class:`InputError` when no label touches any raster, or for a ``coarsen`` that is
     not a probability.
@@ -182,7 +187,7 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
             x1, y1 = max(b[2] for b in val_boxes), max(b[3] for b in val_boxes)
             xs, ys = zip(*(info.transform @ c for c in ((x0, y0), (x1, y0), (x0, y1), (x1, y1))))
             summary.val_regions.append((path, (min(xs), min(ys), max(xs), max(ys))))
-        with TileReader(path, bands) as reader:
+        with TileReader(path, bands, levels=levels) as reader:
             for t in grid:
                 is_val = (path, (t.row, t.col)) in val_set or (path, "*") in val_set
                 if not is_val and any(intersect(t.box, vb) for vb in val_boxes):

@@ -31,10 +31,10 @@ from .atomic import commit, discard, reserve
 from .errors import FastSAMGeoError, OutputError
 from .io import check_not_input
 from .masks import to_instances
-from .models import load_segmenter
+from .models import load_segmenter, model_card
 from .options import Options
 from .progress import as_callback
-from .raster import TileReader, gdal_env, read_info
+from .raster import TileReader, gdal_env, model_levels, read_info
 from .tiling import TileGrid, plan_tiles
 from .types import Progress, ProgressCallback, Tile
 
@@ -141,7 +141,7 @@ def write_edges(path: str | os.PathLike, output: str | os.PathLike, *, segmenter
     info = read_info(path)
     grid = plan_tiles(info.width, info.height, opts.tile_size, opts.overlap, info.transform)
     seg = load_segmenter(segmenter, opts)
-    reader = TileReader(path, opts.bands, stretch=opts.stretch)
+    reader = TileReader(path, opts.bands, stretch=opts.stretch, levels=model_levels(model_card(seg)))
     callback, close = as_callback(progress)
     tmp, cog = reserve(out), reserve(out)
     try:

@@ -29,7 +29,9 @@ class Options:
 
     Tiling and reading: ``tile_size`` and ``overlap`` (pixels), ``bands`` (1-based, read as
     R, G, B; one band is shown as grey; ``None``: the colour bands, else band 1), ``stretch``
-    (``"auto"``: one 2-98 % stretch per raster unless uint8, ``"percentile"``, ``"none"``).
+    (``"auto"``: one stretch per raster unless uint8, its 2nd/98th percentiles to the model card's
+    ``input_levels`` with one map for all bands, else each band to 0-255; ``"percentile"``: uint8 too;
+    ``"none"``).
 
     The network: ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``), ``conf``
     (confidence threshold, 0-1), ``iou`` (box NMS IoU, 0-1], ``imgsz`` (network input size,

@@ -19,11 +19,11 @@ import numpy as np
 import shapely
 
 from .io import check_output, empty_frame, write
-from .models import load_segmenter
+from .models import load_segmenter, model_card
 from .options import Options
 from .pipeline import iter_objects
 from .progress import as_callback
-from .raster import TileReader, read_info
+from .raster import TileReader, model_levels, read_info
 from .tiling import TileGrid, plan_tiles
 from .types import Instances, ProgressCallback, Tile
 
@@ -209,7 +209,7 @@ def proposals(path: str | os.PathLike, output: str | os.PathLike | None = None, 
     collector = _BoxCollector(grid, info.width, info.height)
     callback, close = as_callback(progress)
     try:
-        with TileReader(path, opts.bands, stretch=opts.stretch) as reader:
+        with TileReader(path, opts.bands, stretch=opts.stretch, levels=model_levels(model_card(seg))) as reader:
             batch = int(getattr(seg, "batch_size", None) or opts.batch_size or 1)
             for _ in iter_objects(reader, grid, seg, batch_size=batch, min_area=opts.min_area, progress=callback,
                                   merger=collector, skip_failed=opts.skip_failed_tiles):  # type: ignore[arg-type]

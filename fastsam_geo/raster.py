@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -169,14 +169,55 @@ def palette_lut(src: rasterio.DatasetReader) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Stretch:
-    """Per-band linear stretch ``(lo, hi) -> (0, 255)`` applied identically to every tile.
+class Levels:
+    """Where a model expects the ``percentiles`` of its 8-bit input to lie: ``values`` ``(lo, hi)``
+    in 0-255. A stretch of non-uint8 imagery maps the raster's own percentiles to these values,
+    so a model trained on 8-bit imagery whose 2nd/98th percentiles lie at ~35/229 is not fed
+    imagery stretched to 0/255 (bright roofs clipped, contrast it never saw).
 
-    ``lo``/``hi`` are float ``(3,)``; ``None`` means no stretch (uint8 data passes through).
+    ``joint``: one map for all bands, from percentiles of the bands pooled, so the imagery keeps
+    its colour balance (a model's levels: a green roof stays as green as its training roofs);
+    else each band is stretched on its own (every band spans the same range: grey-world colours).
+    """
+
+    percentiles: tuple[float, float] = DEFAULT_PERCENTILES
+    values: tuple[float, float] = (0.0, 255.0)
+    joint: bool = False
+
+
+FULL_RANGE = Levels()
+"""The raster's 2nd/98th percentiles to 0/255: the stretch for models whose card records no levels."""
+
+
+def model_levels(card: Mapping | None) -> Levels | None:
+    """The input levels a model card records (``input_levels``: ``{"percentiles": [2, 98],
+    "values": [lo, hi]}``), or ``None`` (no card, no levels, or malformed ones: a card is the
+    user's file too, so a bad entry is no entry, not a traceback)."""
+    entry = (card or {}).get("input_levels")
+    if not isinstance(entry, Mapping):
+        return None
+    try:
+        p_lo, p_hi = (float(v) for v in entry["percentiles"])
+        v_lo, v_hi = (float(v) for v in entry["values"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not (0 <= p_lo < p_hi <= 100 and 0 <= v_lo < v_hi <= 255):
+        return None
+    return Levels((p_lo, p_hi), (v_lo, v_hi), joint=True)
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """Linear stretch of each band ``(lo, hi) -> levels`` (by default ``(0, 255)``) applied
+    identically to every tile (a joint stretch has the same ``lo``/``hi`` for every band).
+
+    ``lo``/``hi`` are float ``(3,)`` (the raster's ``percentiles``); ``None`` means no stretch
+    (uint8 data passes through).
     """
 
     lo: tuple[float, float, float] | None = None
     hi: tuple[float, float, float] | None = None
+    levels: tuple[float, float] = (0.0, 255.0)
 
     def apply(self, data: np.ndarray) -> np.ndarray:
         """``(3, H, W)`` data of any dtype -> ``(3, H, W)`` uint8."""
@@ -186,18 +227,20 @@ class Stretch:
             return np.clip(np.nan_to_num(data), 0, 255).astype(np.uint8)
         lo = np.asarray(self.lo, dtype=np.float32)[:, None, None]
         hi = np.asarray(self.hi, dtype=np.float32)[:, None, None]
-        scale = 255.0 / np.maximum(hi - lo, 1e-12)
-        out = np.nan_to_num((data.astype(np.float32) - lo) * scale)
+        v_lo, v_hi = self.levels
+        scale = (v_hi - v_lo) / np.maximum(hi - lo, 1e-12)
+        out = np.nan_to_num((data.astype(np.float32) - lo) * scale + np.float32(v_lo))
         return np.clip(out, 0, 255, out=out).astype(np.uint8)
 
 
 def compute_stretch(path: str | os.PathLike, bands: Sequence[int], *, mode: str = "auto",
-                    percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
-                    palette: bool = False) -> Stretch:
+                    levels: Levels | None = None, palette: bool = False) -> Stretch:
     """One stretch for the whole raster, from overviews or a decimated read.
 
     ``mode``: ``"auto"`` (percentile stretch unless the data are uint8), ``"percentile"``
-    (always), or ``"none"``. Percentiles ignore nodata/masked pixels. ``palette``: band 1
+    (always), or ``"none"``. ``levels`` (default :data:`FULL_RANGE`: 2nd/98th percentile to
+    0/255): which percentiles go to which 8-bit values, e.g. a model card's
+    (:func:`model_levels`). Percentiles ignore nodata/masked pixels. ``palette``: band 1
     is expanded through its colour table (uint8 RGB: no stretch in ``"auto"``). The read runs
     under the capped block cache; a GDAL failure is a :class:`RasterError` naming the file.
     """
@@ -212,7 +255,34 @@ def compute_stretch(path: str | os.PathLike, bands: Sequence[int], *, mode: str 
     except GDAL_ERRORS as exc:
         raise RasterError(f"{path}: failed to read pixels for the contrast stretch ({_detail(exc)}); "
                           "the file may be truncated or corrupt") from exc
-    return _percentile_stretch(data, percentiles)
+    return _percentile_stretch(data, levels or FULL_RANGE)
+
+
+def measure_levels(paths: Sequence[str | os.PathLike], bands: Sequence[int] | None = None,
+                   percentiles: tuple[float, float] = DEFAULT_PERCENTILES, levels: Levels | None = None) -> Levels:
+    """The input :class:`Levels` of a model trained on ``paths``: where ``percentiles`` of the
+    8-bit images a :class:`TileReader` (``bands``, non-uint8 stretched to ``levels``) makes of
+    them lie (each raster's bands pooled, from the same decimated read as the stretch, nodata
+    ignored), the median over the rasters. A model card records it (``input_levels``) so
+    non-uint8 imagery is stretched to what the network saw."""
+    lows, highs = [], []
+    for path in paths:
+        reader = TileReader(path, bands, levels=levels)
+        try:
+            with gdal_env(), _open(reader.path) as src:
+                data = _sample(src, reader.bands, reader.palette is not None)
+        except GDAL_ERRORS as exc:
+            raise RasterError(f"{reader.path}: failed to read pixels for its levels ({_detail(exc)})") from exc
+        image = np.ma.MaskedArray(reader.stretch.apply(np.ma.getdata(data)), np.ma.getmaskarray(data))
+        vals = image.compressed()  # the bands pooled: a model's levels are one map for all of them
+        if vals.size:
+            p_lo, p_hi = np.percentile(vals, percentiles)
+            lows.append(float(p_lo))
+            highs.append(float(p_hi))
+    if not lows:
+        raise InputError("no valid pixels to measure input levels on")
+    lo, hi = float(np.median(lows)), float(np.median(highs))
+    return Levels(tuple(percentiles), (round(lo, 1), round(max(hi, lo + 1.0), 1)), joint=True)
 
 
 def _sample(src: rasterio.DatasetReader, bands: Sequence[int], palette: bool) -> np.ma.MaskedArray:
@@ -230,21 +300,20 @@ def _sample(src: rasterio.DatasetReader, bands: Sequence[int], palette: bool) ->
     return data[[uniq.index(b) for b in bands]]
 
 
-def _percentile_stretch(data: np.ma.MaskedArray, percentiles: tuple[float, float]) -> Stretch:
-    lo, hi = [], []
-    for band in data:
-        vals = band.compressed() if np.ma.isMaskedArray(band) else band.ravel()
+def _percentile_stretch(data: np.ma.MaskedArray, levels: Levels) -> Stretch:
+    def bounds(vals: np.ndarray) -> tuple[float, float]:
         vals = vals[np.isfinite(vals)]
         if vals.size == 0:
-            lo.append(0.0)
-            hi.append(1.0)
-            continue
-        p_lo, p_hi = np.percentile(vals, percentiles)
-        if p_hi <= p_lo:
-            p_hi = p_lo + 1.0
-        lo.append(float(p_lo))
-        hi.append(float(p_hi))
-    return Stretch(tuple(lo), tuple(hi))  # type: ignore[arg-type]
+            return 0.0, 1.0
+        p_lo, p_hi = (float(v) for v in np.percentile(vals, levels.percentiles))
+        return p_lo, p_hi if p_hi > p_lo else p_lo + 1.0  # a flat band: any positive span
+
+    bands = [band.compressed() if np.ma.isMaskedArray(band) else band.ravel() for band in data]
+    if levels.joint:
+        lo, hi = bounds(np.concatenate(bands))
+        return Stretch((lo,) * len(bands), (hi,) * len(bands), levels.values)  # type: ignore[arg-type]
+    lo_hi = [bounds(vals) for vals in bands]
+    return Stretch(tuple(v[0] for v in lo_hi), tuple(v[1] for v in lo_hi), levels.values)  # type: ignore[arg-type]
 
 
 class TileReader:
@@ -256,17 +325,18 @@ class TileReader:
     pixel with one channel at the nodata value is data), False where a chosen band is not
     finite (NaN cannot be stretched), and, for palette rasters, False where the colour
     table's alpha is 0. A palette band (by default) is read as its colours, ``palette``
-    holding the ``(n, 4)`` RGBA table (else ``None``).
+    holding the ``(n, 4)`` RGBA table (else ``None``). ``stretch``: a mode or a
+    :class:`Stretch`; ``levels``: the model's input :class:`Levels` for a computed stretch.
     """
 
     def __init__(self, path: str | os.PathLike, bands: Sequence[int] | None = None, *,
-                 stretch: str | Stretch = "auto"):
+                 stretch: str | Stretch = "auto", levels: Levels | None = None):
         self.path = os.fspath(path)
         self.info = read_info(self.path)
         self.bands = choose_bands(self.info, bands)
         self.palette = self._palette() if expands_palette(self.info, bands) else None
         self.stretch = stretch if isinstance(stretch, Stretch) else \
-            compute_stretch(self.path, self.bands, mode=stretch, palette=self.palette is not None)
+            compute_stretch(self.path, self.bands, mode=stretch, levels=levels, palette=self.palette is not None)
         self._src: rasterio.DatasetReader | None = None
         self._env: rasterio.Env | None = None
         self._uniq = sorted(set(self.bands))

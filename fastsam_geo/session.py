@@ -32,7 +32,7 @@ from .options import Options
 from .pipeline import RunStats, VectorOptions, iter_objects, segment_tile, staged
 from .progress import as_callback
 from .prompts import Prompt, PromptObject, box_ious, select_points, to_pixel_objects, union
-from .raster import TileReader, read_info
+from .raster import FULL_RANGE, Stretch, TileReader, model_levels, read_info
 from .tiling import plan_tiles
 from .types import Instances, MergedObject, Progress, ProgressCallback
 from .vectorize import as_multipolygons, object_geometry, objects_to_rows
@@ -84,7 +84,9 @@ class SegmentedRaster:
         self.options, self.gsd = resolve_gsd(self.options, self.info, segmenter)
         opts = self.options
         self.grid = plan_tiles(self.info.width, self.info.height, opts.tile_size, opts.overlap, self.info.transform)
-        self.reader = TileReader(self.path, opts.bands, stretch=opts.stretch)
+        # non-uint8 imagery is stretched to the levels the model's card records (else 0-255)
+        levels = None if _bare_callable(segmenter) else model_levels(model_card(segmenter))
+        self.reader = TileReader(self.path, opts.bands, stretch=opts.stretch, levels=levels)
         self.vector = VectorOptions(min_area=opts.min_area, simplify=opts.simplify)
         self._spec = segmenter
         check_segmenter(segmenter)  # missing weights: one clear error now, not after the first tile
@@ -281,7 +283,7 @@ class SegmentedRaster:
     def _run_key(self, model_key: str) -> dict:
         """What keys a tile's stored results: every option changing its masks, the model, the pixels."""
         return dict(self.options.result_key(), model=model_key, bands=list(self.reader.bands),
-                    stretch=[self.reader.stretch.lo, self.reader.stretch.hi], format=CACHE_FORMAT,
+                    stretch=_stretch_key(self.reader.stretch), format=CACHE_FORMAT,
                     palette=self.reader.palette is not None)
 
     def _open_job(self, job_dir, restart: bool):
@@ -505,6 +507,13 @@ def resolve_gsd(options: Options, info, segmenter: object) -> tuple[Options, Gsd
         warnings.warn(msg, GsdWarning, stacklevel=3)
     p = plan(options.tile_size, options.overlap, raster, card.gsd)
     return Options.of(options, tile_size=p.tile_size, overlap=p.overlap), p
+
+
+def _stretch_key(stretch: Stretch) -> list:
+    """A stretch in a cache key: ``[lo, hi]``, plus its levels where they are not 0-255 (so the
+    keys of caches written before levels existed stay valid)."""
+    key = [stretch.lo, stretch.hi]
+    return key if stretch.lo is None or stretch.levels == FULL_RANGE.values else [*key, list(stretch.levels)]
 
 
 def _bare_callable(segmenter: object) -> bool:

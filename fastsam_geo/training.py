@@ -34,7 +34,7 @@ from .gsd import model_gsd
 from .gsd import validate as validate_gsd
 from .metrics import MatchResult
 from .models import model_card
-from .raster import read_info
+from .raster import measure_levels, model_levels, read_info
 
 AERIAL_AUG = dict(flipud=0.5, fliplr=0.5, degrees=10.0, scale=0.5, translate=0.1, mosaic=1.0,
                   hsv_h=0.02, hsv_s=0.6, hsv_v=0.4)
@@ -114,12 +114,14 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     base_conf = float((base_card or {}).get("conf", conf))
     iou = iou if iou is not None else float((base_card or {}).get("iou", 0.6))
     gdf = load_labels(labels)
+    base_levels = model_levels(base_card)  # non-uint8 imagery: stretched as the base model expects it
+    levels = measure_levels(images, levels=base_levels)  # what the network will see; into the card
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f".{output.stem}-train-",
                                                                dir=output.resolve().parent))
     try:
         summary = build_dataset(images, gdf, work / "dataset", tile_size=tile_size, overlap=overlap,
                                 val_fraction=val_fraction, val_images=val_images, seed=seed, gsd=target,
-                                coarsen=coarsen)
+                                coarsen=coarsen, levels=base_levels)
         from .engine import train_yolo
 
         args = dict(AERIAL_AUG, **(hyp or {}))
@@ -132,6 +134,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         meta = dict(name=name or output.stem, base=str(base), imgsz=infer_imgsz, tile_size=infer_imgsz,
                     conf=conf, iou=iou, classes=["building"], epochs=epochs)
         meta.update(training_gsd(summary, imgsz))
+        meta["input_levels"] = dict(percentiles=list(levels.percentiles), values=list(levels.values))
         _export(best_weights, output, meta)
         card = dict(
             **meta, fastsam_geo=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -190,6 +190,7 @@ def main() -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
     from fastsam_geo.dataset import build_dataset
     from fastsam_geo.engine import export_checkpoint, train_yolo
+    from fastsam_geo.raster import measure_levels
     from fastsam_geo.training import AERIAL_AUG, training_gsd
 
     train_areas = [a for a in AREAS if a != args.holdout]
@@ -202,9 +203,11 @@ def main() -> None:
     model = args.out / "model.pt"
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()},
                     "train_areas": train_areas + [d.name for d in extra]}
+    dirs = [DATA / a for a in train_areas] + extra
+    images = [d / f"mosaic_z20_{s}.tif" for d in dirs for s in "ab"]
+    levels = measure_levels(images)  # where its 8-bit training imagery lies: non-uint8 input is stretched to it
+    input_levels = {"percentiles": list(levels.percentiles), "values": list(levels.values)}
     if not args.score_only:
-        dirs = [DATA / a for a in train_areas] + extra
-        images = [d / f"mosaic_z20_{s}.tif" for d in dirs for s in "ab"]
         frames = [gpd.read_file(d / "labels_osm.geojson").to_crs(4326) for d in dirs]
         labels = gpd.GeoDataFrame(pd.concat(frames), crs=4326)
         t0 = time.perf_counter()
@@ -226,7 +229,7 @@ def main() -> None:
         card = dict(name=f"buildings-nano ({'all areas' if not args.holdout else 'without ' + args.holdout})",
                     imgsz=iimg, tile_size=itile, conf=args.conf, iou=args.iou, epochs=epochs,
                     steps=report["schedule"]["steps"], train_areas=report["train_areas"], arch=arch,
-                    holdout=args.holdout, coarsen=args.coarsen, **report["gsd"])
+                    holdout=args.holdout, coarsen=args.coarsen, **report["gsd"], input_levels=input_levels)
         model.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
     if args.holdout:
@@ -251,6 +254,10 @@ def main() -> None:
             "name": "buildings-nano", "arch": f"{arch} (FastSAM's YOLOv8-seg family, from scratch)",
             "imgsz": iimg, "tile_size": itile, "conf": args.conf, "iou": args.iou,
             "gsd": run_card.get("gsd"), "gsd_range": run_card.get("gsd_range"),
+            "input_levels": input_levels,
+            "input_levels_note": "where the 2nd and 98th percentiles of its 8-bit training imagery lie (bands "
+                                 "pooled, median over the training mosaics: fastsam_geo.raster.measure_levels); "
+                                 "non-uint8 imagery is stretched to them, one map for all bands",
             "epochs": args.epochs, "steps": args.steps, "augmentation": args.aug, "coarsen": args.coarsen,
             "seed": args.seed,
             "train_areas": report["train_areas"], "train_minutes": report.get("train_minutes"),

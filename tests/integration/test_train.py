@@ -102,6 +102,10 @@ def test_train_one_epoch_end_to_end_then_the_model_segments(tiny):
     # --coarsen 1: every training tile also trained as coarser imagery, and the card says so
     assert card["coarsen"] == 1.0 and 2 * card["dataset"]["coarsened_tiles"] == card["dataset"]["train_tiles"] > 0
     assert card["epochs"] == 1 and card["imgsz"] == 128 and card["attribution"] == ["synthetic test scene"]
+    # where its 8-bit training imagery lies: segment stretches non-uint8 imagery there
+    from fastsam_geo.raster import measure_levels, model_levels
+
+    assert model_levels(card) == measure_levels([tif]) and 0 < card["input_levels"]["values"][0] < 128
     assert {"tp", "fp", "fn", "f1"} <= set(card["validation"])
     # one segmentation scored at every threshold: raising it only removes predictions, and the
     # headline figures are the model's own threshold's
