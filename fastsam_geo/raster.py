@@ -273,7 +273,9 @@ def measure_levels(paths: Sequence[str | os.PathLike], bands: Sequence[int] | No
                 data = _sample(src, reader.bands, reader.palette is not None)
         except GDAL_ERRORS as exc:
             raise RasterError(f"{reader.path}: failed to read pixels for its levels ({_detail(exc)})") from exc
-        image = np.ma.MaskedArray(reader.stretch.apply(np.ma.getdata(data)), np.ma.getmaskarray(data))
+        raw = np.ma.getdata(data)
+        invalid = np.ma.getmaskarray(data) | ~np.isfinite(raw)  # NaN is no pixel, as TileReader reads it
+        image = np.ma.MaskedArray(reader.stretch.apply(raw), invalid)
         vals = image.compressed()  # the bands pooled: a model's levels are one map for all of them
         if vals.size:
             p_lo, p_hi = np.percentile(vals, percentiles)

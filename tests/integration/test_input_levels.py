@@ -190,3 +190,15 @@ def test_measure_levels_on_uint8_is_the_imagerys_own(tmp_path):
         dst.write(data)
     got = measure_levels([path]).values
     assert got == pytest.approx(np.percentile(data, (2, 98)), abs=0.6)
+
+
+def test_measure_levels_skips_nan_pixels(scene16, tmp_path):
+    """A float raster with NaN holes (no nodata value): the holes are no pixels, not black ones."""
+    _d, tif8, _ = scene16
+    path = write_as(tif8, tmp_path / "f32.tif", (0.0016,) * 3, (0.02,) * 3, np.float32)
+    with rasterio.open(path, "r+") as ds:
+        data = ds.read()
+        data[:, :, : data.shape[2] // 3] = np.nan
+        ds.write(data)
+    levels = model_levels({"input_levels": LEVELS})
+    assert measure_levels([path], levels=levels).values == pytest.approx(LEVELS["values"], abs=1.5)
