@@ -45,7 +45,7 @@ def setup(size: int):
             for t in list(sr.grid)[:8]:
                 image, valid = sr.reader.read(t)
                 raw = seg.infer(seg.prepare([image]))
-                raws.append((t, raw.preds.clone(), raw.protos.clone(), raw.geo, raw.shapes, valid))
+                raws.append((t, raw.preds.clone(), raw.protos.clone(), raw.geo, raw.shapes, raw.greys, valid))
         torch.save(raws, raws_path)
     return seg, sr, torch.load(raws_path, weights_only=False)
 
@@ -66,8 +66,8 @@ def post_loop(stop, counter, size, ready=None, state=None) -> None:
     n = 0
     while not stop.is_set():
         merger = SeamMerger(sr.grid)
-        for t, p, pr, geo, shapes, valid in raws:
-            inst = to_instances(seg.decode(Raw(p, pr, geo, shapes))[0], (t.height, t.width), valid, min_area=16)
+        for t, p, pr, geo, shapes, greys, valid in raws:
+            inst = to_instances(seg.decode(Raw(p, pr, geo, shapes, greys))[0], (t.height, t.width), valid, min_area=16)
             objects_to_records(merger.add(t, inst), sr.reader.info.transform)
             n += 1
             counter.value = n

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from ..masks import merge_overlapping
+from ..masks import FLAT_STD, featureless, merge_overlapping
 from ..types import Instances
 from ._torch import _torch, pick_device, release_freed_memory, torch_threads
 from .weights import load_model, locate_weights
@@ -38,6 +38,7 @@ class Prepared:
     tensor: Any
     geo: list[tuple[float, float, float]]
     shapes: list[tuple[int, int]]
+    greys: list[np.ndarray | None]  # each image in grey (H, W) uint8: what featureless masks are judged on
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Raw:
     protos: Any
     geo: list[tuple[float, float, float]]
     shapes: list[tuple[int, int]]
+    greys: list[np.ndarray | None]
 
 
 class FastSAMSegmenter:
@@ -74,13 +76,18 @@ class FastSAMSegmenter:
     upsample: how a tile smaller than the input is enlarged: ``"linear"`` (bilinear) or
         ``"cubic"`` (bicubic: sharper; what ``--gsd auto`` uses, since it enlarges coarse
         imagery to the model's GSD). Shrinking is always bilinear.
+    flat_std: masks whose box and a 5-px ring around it vary less than this in the image (grey
+        levels, standard deviation) are dropped: no object is visible there, whatever the network
+        draws (:func:`~fastsam_geo.masks.featureless`; the bundled model draws roofs on flat white).
+        ``None``: the checkpoint's ``flat_std``, else :data:`~fastsam_geo.masks.FLAT_STD`; ``0``: keep all.
     """
 
     def __init__(self, weights: str | os.PathLike = "FastSAM-s.pt", *, device: str = "auto",
                  imgsz: int | None = None, conf: float | None = None, iou: float | None = None,
                  max_det: int = 300, batch_size: int | None = None, threads: int | None = None,
                  half: bool | None = None, tta: bool = False, mask_margin: float | None = None,
-                 mask_nms: float | None = None, trust: bool | None = None, upsample: str = "linear"):
+                 mask_nms: float | None = None, trust: bool | None = None, upsample: str = "linear",
+                 flat_std: float | None = None):
         if upsample not in ("linear", "cubic"):
             raise ModelError(f"upsample must be linear or cubic, got {upsample!r}")
         self.upsample = upsample
@@ -108,6 +115,7 @@ class FastSAMSegmenter:
         self.tta = bool(tta)
         self.mask_margin = float(mask_margin if mask_margin is not None else meta.get("mask_margin", 0.0))
         self.mask_nms = float(mask_nms if mask_nms is not None else meta.get("mask_nms", 0.0))
+        self.flat_std = float(flat_std if flat_std is not None else meta.get("flat_std", FLAT_STD))
         self.stride = int(max(model.stride)) if hasattr(model, "stride") else 32
         self.imgsz = int(math.ceil(self.imgsz / self.stride) * self.stride)
         self.half = (self.device.startswith("cuda")) if half is None else bool(half)
@@ -135,10 +143,13 @@ class FastSAMSegmenter:
     def prepare(self, images: Sequence[np.ndarray]) -> Prepared:
         """Letterbox ``(H, W, 3) uint8`` RGB images into one ``(B, 3, S, S)`` tensor on the device
         (``(3B, 3, S, S)`` with ``tta``: each image, then all flipped left-right, then up-down)."""
+        greys = self._greys(images)
         if self.tta:
             images = list(images) + [im[:, ::-1] for im in images] + [im[::-1] for im in images]
+            greys = greys + [None if g is None else g[:, ::-1] for g in greys] + \
+                [None if g is None else g[::-1] for g in greys]
         x, geo = self.preprocess(images)
-        return Prepared(x, geo, [im.shape[:2] for im in images])
+        return Prepared(x, geo, [im.shape[:2] for im in images], greys)
 
     def infer(self, prepared: Prepared) -> Raw:
         """The network on a prepared batch (halved and retried on CUDA out-of-memory)."""
@@ -146,7 +157,7 @@ class FastSAMSegmenter:
         try:
             with torch_threads(self.threads), torch.inference_mode():
                 preds, protos = self.model(prepared.tensor)[0]
-            return Raw(preds, protos, prepared.geo, prepared.shapes)
+            return Raw(preds, protos, prepared.geo, prepared.shapes, prepared.greys)
         except torch.cuda.OutOfMemoryError:
             n = prepared.tensor.shape[0]
             if n == 1:
@@ -155,16 +166,16 @@ class FastSAMSegmenter:
             torch.cuda.empty_cache()
             self.batch_size = max(1, n // 2)
             h = n // 2
-            a = self.infer(Prepared(prepared.tensor[:h], prepared.geo[:h], prepared.shapes[:h]))
-            b = self.infer(Prepared(prepared.tensor[h:], prepared.geo[h:], prepared.shapes[h:]))
+            a = self.infer(Prepared(prepared.tensor[:h], prepared.geo[:h], prepared.shapes[:h], prepared.greys[:h]))
+            b = self.infer(Prepared(prepared.tensor[h:], prepared.geo[h:], prepared.shapes[h:], prepared.greys[h:]))
             return Raw(torch.cat([a.preds, b.preds]), torch.cat([a.protos, b.protos]), a.geo + b.geo,
-                       a.shapes + b.shapes)
+                       a.shapes + b.shapes, a.greys + b.greys)
 
     def decode(self, raw: Raw) -> list[Instances]:
         """Network output -> native-resolution :class:`Instances`, one per image."""
         torch = _torch()
         with torch_threads(self.threads), torch.inference_mode():
-            out = [self._postprocess(raw.preds[i], raw.protos[i], raw.shapes[i], raw.geo[i])
+            out = [self._postprocess(raw.preds[i], raw.protos[i], raw.shapes[i], raw.geo[i], grey=raw.greys[i])
                    for i in range(len(raw.shapes))]
         if not self.tta:
             return out
@@ -181,13 +192,21 @@ class FastSAMSegmenter:
             for i in range(0, len(images), self.batch_size):
                 batch = list(images[i:i + self.batch_size])
                 x, geo = self.preprocess(batch)
-                raw = self.infer(Prepared(x, geo, [im.shape[:2] for im in batch]))
+                raw = self.infer(Prepared(x, geo, [im.shape[:2] for im in batch], self._greys(batch)))
                 with torch.inference_mode():
                     for k in range(len(batch)):
                         prob = np.zeros(raw.shapes[k], np.float32)
-                        self._postprocess(raw.preds[k], raw.protos[k], raw.shapes[k], raw.geo[k], prob=prob)
+                        self._postprocess(raw.preds[k], raw.protos[k], raw.shapes[k], raw.geo[k], prob=prob,
+                                          grey=raw.greys[k])
                         out.append(prob)
         return out
+
+    def _greys(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """Each image in grey, ``(H, W)`` uint8, for the featureless filter (``None`` when it is off)."""
+        import cv2
+
+        return [cv2.cvtColor(np.ascontiguousarray(im), cv2.COLOR_RGB2GRAY) if self.flat_std > 0 else None
+                for im in images]
 
     def _fuse(self, views: list[Instances]) -> Instances:
         """Detections of several views of one tile -> one set: NMS by box IoU across views."""
@@ -248,13 +267,16 @@ class FastSAMSegmenter:
     # -- internals ----------------------------------------------------------------------------
 
     def _postprocess(self, pred: Any, proto: Any, shape: tuple[int, int],
-                     geo: tuple[float, float, float], prob: np.ndarray | None = None) -> Instances:
+                     geo: tuple[float, float, float], prob: np.ndarray | None = None,
+                     grey: np.ndarray | None = None) -> Instances:
         """Detections of one image -> native-resolution instances.
 
         ``pred``: ``(4 + nc + nm, A)`` raw head output (xywh in input pixels, class scores,
         mask coefficients); ``proto``: ``(nm, S/4, S/4)`` mask prototypes. Each instance's
         ``quality`` is its stability score (:func:`stability`, from its logits in its box). With
         ``prob`` (``shape`` float32), each mask's ``sigmoid(logits)`` is max-ed into it in its box.
+        With ``grey`` (the image, ``shape`` uint8), boxes over one flat tone are dropped before their
+        masks are computed (:func:`~fastsam_geo.masks.featureless`, ``flat_std``).
         """
         torch = _torch()
         h, w = shape
@@ -282,6 +304,7 @@ class FastSAMSegmenter:
         nboxes[:, 1::2] = nboxes[:, 1::2].clamp(0, h)
         ib = torch.stack([nboxes[:, 0].floor(), nboxes[:, 1].floor(),
                           nboxes[:, 2].ceil(), nboxes[:, 3].ceil()], 1).long().cpu().numpy()
+        flat = featureless(ib, grey, self.flat_std) if grey is not None else np.zeros(len(ib), bool)
         nm, ph, pw = proto.shape
         proto = proto.float()
         stride = self.imgsz / ph  # input pixels per prototype pixel (4 for YOLOv8-seg)
@@ -293,7 +316,7 @@ class FastSAMSegmenter:
             coef_np = coef.numpy()
             proto_np = np.ascontiguousarray(proto.numpy().transpose(1, 2, 0))
         for i, (x0, y0, x1, y1) in enumerate(ib.tolist()):
-            if x1 <= x0 or y1 <= y0:
+            if x1 <= x0 or y1 <= y0 or flat[i]:
                 continue
             if on_cpu:
                 logits = _box_logits_cv2(coef_np[i], proto_np, (x0, y0, x1, y1), r, px, py, stride)
@@ -340,7 +363,7 @@ class FastSAMSegmenter:
         with open(self.path, "rb") as f:
             h.update(f.read(1 << 20))
         return (f"{h.hexdigest()[:16]}-s{self.imgsz}-c{self.conf:g}-i{self.iou:g}-m{self.max_det}"
-                f"-h{int(self.half)}-t{int(self.tta)}-g{self.mask_margin:g}-n{self.mask_nms:g}"
+                f"-h{int(self.half)}-t{int(self.tta)}-g{self.mask_margin:g}-n{self.mask_nms:g}-f{self.flat_std:g}"
                 + ("-ucubic" if self.upsample == "cubic" else ""))
 
 

@@ -246,5 +246,52 @@ def test_a_segmenters_cache_key_changes_with_every_setting_that_changes_masks(un
     key = FastSAMSegmenter(untrained_fastsam_s, **base).cache_key
     assert FastSAMSegmenter(untrained_fastsam_s, **base, batch_size=3, threads=1).cache_key == key
     for change in (dict(conf=0.4), dict(iou=0.6), dict(max_det=41), dict(imgsz=128), dict(tta=True),
-                   dict(mask_margin=0.1), dict(mask_nms=0.5), dict(half=True), dict(upsample="cubic")):
+                   dict(mask_margin=0.1), dict(mask_nms=0.5), dict(half=True), dict(upsample="cubic"),
+                   dict(flat_std=0), dict(flat_std=8)):
         assert FastSAMSegmenter(untrained_fastsam_s, **{**base, **change}).cache_key != key, change
+
+
+def flat_tile(tone: int, shape=(1024, 1024), sigma: float = 1.5, seed: int = 0) -> np.ndarray:
+    """One flat tone with faint noise, as an exported mosaic's fill or a blown-out area."""
+    noise = np.random.default_rng(seed).normal(0, sigma, (*shape, 3))
+    return np.clip(tone + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_no_masks_on_a_flat_white_tile_though_the_network_draws_some(tta):
+    """The bundled model draws roof-sized boxes on flat white (a mosaic's fill collar without
+    nodata, blown-out sand, cloud); the featureless filter drops them, flipped views too."""
+    from fastsam_geo.engine import BUNDLED_PATH
+
+    tiles = [flat_tile(240), flat_tile(200, seed=1)]
+    raw = FastSAMSegmenter(BUNDLED_PATH, device="cpu", flat_std=0, tta=tta)(tiles)
+    assert sum(len(r) for r in raw) >= 2  # what the network itself draws there
+    assert [len(r) for r in FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=tta)(tiles)] == [0, 0]
+
+
+def test_the_featureless_filter_keeps_what_a_tile_with_texture_gives(untrained_fastsam_s, rng):
+    """On imagery with texture everywhere the filter changes nothing: the same masks, the same order."""
+    img = rng.integers(0, 255, (300, 256, 3), np.uint8)
+    a = FastSAMSegmenter(untrained_fastsam_s, device="cpu", conf=0.3, iou=0.7, max_det=40)([img])[0]
+    b = FastSAMSegmenter(untrained_fastsam_s, device="cpu", conf=0.3, iou=0.7, max_det=40, flat_std=0)([img])[0]
+    assert len(a) == len(b) > 0 and np.array_equal(a.boxes, b.boxes)
+
+
+def test_flipped_views_are_judged_on_flipped_pixels():
+    """With test-time flips, each view's masks are checked against that view's own pixels: a tile
+    that is imagery on the left and flat white on the right keeps no mask on the right."""
+    import rasterio
+
+    from fastsam_geo.engine import BUNDLED_PATH
+    from fastsam_geo.samples import SAMPLE_IMAGE
+
+    with rasterio.open(SAMPLE_IMAGE) as src:
+        img = src.read(window=((0, 1024), (0, 1024))).transpose(1, 2, 0).copy()
+    img[:, 512:] = flat_tile(240, (1024, 512))
+
+    def on_white(inst):
+        return int((inst.boxes[:, 0] >= 512 + 5).sum())
+
+    assert on_white(FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=True, flat_std=0)([img])[0]) > 0
+    kept = FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=True)([img])[0]
+    assert on_white(kept) == 0 and len(kept) > 10

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from shapely.geometry import box
 
 from fastsam_geo.errors import SegmenterError
-from fastsam_geo.masks import crop_window, to_instances
+from fastsam_geo.masks import crop_window, featureless, to_instances
 from fastsam_geo.types import Instances, MaskSet, boxes_from_masks
 from fastsam_geo.vectorize import mask_to_geometry
 
@@ -296,3 +296,30 @@ def test_a_long_diagonal_object_is_traced_without_a_bounding_box_sized_array():
     tracemalloc.stop()
     assert g.is_valid and g.geom_type == "Polygon" and g.area == area and inside
     assert peak < 40e6, f"peak {peak / 1e6:.0f} MB"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**16), st.floats(0.5, 30), st.integers(0, 8), st.lists(st.tuples(
+    st.integers(0, 39), st.integers(0, 29), st.integers(1, 40), st.integers(1, 30)), min_size=1, max_size=6))
+def test_featureless_is_the_std_of_the_box_and_ring(seed, min_std, ring, raw_boxes):
+    """For any image and boxes: flagged exactly when the pixels in the box grown by ``ring``
+    (clipped to the tile) have a standard deviation under ``min_std`` (the integral images agree
+    with numpy on the window)."""
+    rng = np.random.default_rng(seed)
+    grey = np.clip(rng.normal(rng.uniform(0, 255), rng.uniform(0, 12), (30, 40)), 0, 255).astype(np.uint8)
+    boxes = [(x, y, min(40, x + w), min(30, y + h)) for x, y, w, h in raw_boxes]
+    got = featureless(np.asarray(boxes), grey, min_std, ring)
+    for flag, (x0, y0, x1, y1) in zip(got, boxes):
+        sd = grey[max(0, y0 - ring):y1 + ring, max(0, x0 - ring):x1 + ring].astype(float).std()
+        if abs(sd - min_std) > 1e-6:
+            assert flag == (sd < min_std), (sd, min_std)
+
+
+def test_a_uniform_roof_is_not_featureless_thanks_to_its_ring():
+    """A flat roof: its box alone is one tone, but the ring reaches the ground around it."""
+    grey = np.full((100, 100), 90, np.uint8)
+    grey[30:60, 30:70] = 220  # the roof
+    roof = np.array([(30, 30, 70, 60)])
+    assert not featureless(roof, grey)[0]
+    assert featureless(roof, grey, ring=0)[0]
+    assert not featureless(roof, grey, min_std=0)[0]  # 0: the filter is off
