@@ -37,6 +37,7 @@ _EXPORTS = {
     "plan_tiles": "tiling",
     "FastSAMGeoError": "errors",
     "EmptyResultWarning": "errors",
+    "EmptyResultError": "errors",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
@@ -44,13 +45,13 @@ __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
     "evaluate", "evaluate_by_tile", "edge_map", "object_proposals", "train", "raster_info", "load_segmenter",
     "plan_tiles", "read_prompts", "RunStats",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
-    "FastSAMGeoError", "EmptyResultWarning",
+    "FastSAMGeoError", "EmptyResultWarning", "EmptyResultError",
 ]
 
 if TYPE_CHECKING:
     from .api import edge_map, evaluate, evaluate_by_tile, object_proposals, raster_info, segment_raster
     from .engine import FastSAMSegmenter
-    from .errors import EmptyResultWarning, FastSAMGeoError
+    from .errors import EmptyResultError, EmptyResultWarning, FastSAMGeoError
     from .io import read_prompts
     from .models import load_segmenter
     from .options import Options

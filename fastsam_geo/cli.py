@@ -52,7 +52,7 @@ def handle_errors(fn: Callable) -> Callable:
             except FastSAMGeoError as exc:
                 if debug:
                     raise
-                _fail(str(exc), 2)
+                _fail(str(exc), getattr(exc, "exit_code", 2))
             except Terminated:
                 _fail("terminated; no output written", EXIT_CODE)
             except KeyboardInterrupt:
@@ -200,12 +200,14 @@ def main(debug: bool) -> None:
               help="Segment tiles on this Dask cluster's workers (they must see RASTER; needs [distributed]).")
 @click.option("--workers", type=click.IntRange(1, 4096), default=None,
               help="Segment tiles on a local Dask cluster of N worker processes (needs [distributed]).")
+@click.option("--allow-empty", is_flag=True,
+              help="Finding no object writes an empty layer and exits 0 (default: an error, exit 3, nothing written).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @handle_errors
 def segment(raster, output, layer, model, device, tile_size, overlap, gsd, bands, stretch, batch_size, conf, iou,
             imgsz, max_det, tta, dedup, skip_failed_tiles, min_area, max_area, simplify, regularize, fill_holes_below,
             min_quality, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, job_dir, restart, scheduler,
-            workers, quiet, dst_crs):
+            workers, allow_empty, quiet, dst_crs):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
@@ -241,7 +243,7 @@ def segment(raster, output, layer, model, device, tile_size, overlap, gsd, bands
             what = f"{int(gdf.found.sum())} of {len(gdf)} prompted objects"
         else:  # polygons stream to the file as tiles finish: memory does not grow with the raster
             n = sr.segment_to_file(output, layer=layer, bbox=area, bbox_crs=prompt_crs, progress=not quiet,
-                                   stats=stats, dst_crs=dst_crs)
+                                   stats=stats, dst_crs=dst_crs, allow_empty=allow_empty)
             what = f"{n} objects"
     for tile, error in stats.failed:
         x0, y0, x1, y1 = tile.box

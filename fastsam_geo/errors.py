@@ -55,6 +55,13 @@ class SegmenterError(FastSAMGeoError, RuntimeError):
     """A segmenter returned something that is not a valid list of MaskSets."""
 
 
+class EmptyResultError(FastSAMGeoError):
+    """The run found no objects and an empty result was not allowed: nothing was written (the
+    CLI's exit code 3; ``--allow-empty`` writes the empty layer instead)."""
+
+    exit_code = 3
+
+
 class EmptyResultWarning(UserWarning):
     """The run finished but found no objects; the output is a valid, empty layer."""
 

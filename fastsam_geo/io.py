@@ -45,7 +45,7 @@ from .atomic import (  # noqa: F401 - re-exported: TEMP_NAME, temp_name, scope c
     reserve,
     temp_name,
 )
-from .errors import InputError, LeftoverFilesWarning, OutputError  # noqa: F401
+from .errors import EmptyResultError, InputError, LeftoverFilesWarning, OutputError  # noqa: F401
 from .vectorize import as_multipolygons
 
 WGS84 = CRS.from_user_input("OGC:CRS84")
@@ -250,7 +250,7 @@ def _label(value: object, path: str | os.PathLike, i: int) -> int:
 
 def write_stream(batches: Iterator[tuple[list, dict[str, np.ndarray]]], path: str | os.PathLike, crs: CRS,
                  columns: dict[str, str], *, layer: str | None = None, dst_crs: object = None,
-                 spatial_index: bool = True) -> int:
+                 spatial_index: bool = True, allow_empty: bool = True) -> int:
     """Write ``(geometries in crs, {column: values})`` batches to ``path`` as they arrive; return the count.
 
     Nothing is held beyond one batch, so output size does not limit memory. Every format's
@@ -263,7 +263,9 @@ def write_stream(batches: Iterator[tuple[list, dict[str, np.ndarray]]], path: st
     gets a spatial index unless ``spatial_index`` is False (its index cannot hold a NULL
     geometry: :func:`write` turns it off for a layer that has one). Written to a
     temporary file and renamed when complete: a failure (re-raised as it was, Ctrl-C and
-    SIGTERM included) leaves no temporary file and the previous output as it was.
+    SIGTERM included) leaves no temporary file and the previous output as it was. With
+    ``allow_empty=False`` a run that wrote no row raises :class:`EmptyResultError` instead of
+    committing an empty layer (the previous output, if any, stays as it was).
     """
     driver = check_output(path, layer=layer)
     path = Path(path)
@@ -279,12 +281,15 @@ def write_stream(batches: Iterator[tuple[list, dict[str, np.ndarray]]], path: st
         if driver == "GPKG" and path.is_file() and path.stat().st_size:
             copy_geopackage(path, tmp)
         _write_driver(arrow, schema, tmp, driver, out_crs, name, spatial_index)
+        if count[0] == 0 and not allow_empty:
+            raise EmptyResultError(f"no objects found; nothing written to {path} (--allow-empty writes an empty "
+                                   "layer)")
         commit(tmp, path)
     except BaseException as exc:
         discard(tmp)
         if failure:
             raise failure[0] from None
-        if isinstance(exc, OutputError | KeyboardInterrupt):
+        if isinstance(exc, OutputError | EmptyResultError | KeyboardInterrupt):
             raise
         raise OutputError(f"{path}: could not write {driver} ({exc})") from exc
     return count[0]

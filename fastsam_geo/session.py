@@ -23,7 +23,7 @@ from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
 from .cleanup import clean
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs, transform_geometries
-from .errors import CRSError, EmptyResultWarning, GsdWarning, InputError, RasterError
+from .errors import CRSError, EmptyResultError, EmptyResultWarning, GsdWarning, InputError, RasterError
 from .gsd import GsdPlan, ModelGsd, far_off, ground_gsd, model_gsd, plan
 from .masks import Regions, suppress_duplicates
 from .merge import SeamMerger
@@ -146,19 +146,25 @@ class SegmentedRaster:
     def segment_to_file(self, output: str | os.PathLike, *, layer: str | None = None,
                         bbox: tuple[float, float, float, float] | None = None,
                         bbox_crs: object = None, progress: bool | ProgressCallback | None = None,
-                        stats: RunStats | None = None, dst_crs: object = None) -> int:
+                        stats: RunStats | None = None, dst_crs: object = None, allow_empty: bool = True) -> int:
         """Like :meth:`segment`, but polygons stream to ``output`` as tiles finish (nothing held
         in memory beyond a batch); returns how many were written. For rasters whose result
-        would not fit in memory, and what the CLI uses."""
+        would not fit in memory, and what the CLI uses. ``allow_empty=False``: finding nothing
+        raises :class:`~fastsam_geo.errors.EmptyResultError` and writes nothing (else an empty
+        layer and an :class:`~fastsam_geo.errors.EmptyResultWarning`)."""
         io.check_output(output, inputs=[self.path], layer=layer)
         dst = self.check_dst_crs(dst_crs)
         callback, close = as_callback(progress)
         try:
             with self.reader, contextlib.closing(self._batches(bbox, bbox_crs, callback, stats)) as batches:
-                n = io.write_stream(batches, output, self.info.crs, COLUMNS, layer=layer, dst_crs=dst)
+                try:
+                    n = io.write_stream(batches, output, self.info.crs, COLUMNS, layer=layer, dst_crs=dst,
+                                        allow_empty=allow_empty)
+                except EmptyResultError as exc:
+                    raise EmptyResultError(f"{self.path}: {exc}") from None
         finally:
             close()
-        if n == 0:
+        if n == 0:  # (allow_empty: an empty layer was written)
             warnings.warn(f"{self.path}: no objects found; the result is an empty layer",
                           EmptyResultWarning, stacklevel=2)
         return n

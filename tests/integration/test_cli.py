@@ -285,3 +285,38 @@ def test_debug_works_anywhere_on_the_line(tmp_path, where):
     assert r.exit_code != 0 and type(r.exception).__name__ == "RasterError", (r.output, r.exception)
     r = CliRunner().invoke(main, [a for a in args if a != "--debug"])
     assert r.exit_code == 2 and isinstance(r.exception, SystemExit) and "no such file" in r.output
+
+
+def _flat_tif(tmp_path, tone=120) -> Path:
+    """A georeferenced image of one tone: nothing in it to find."""
+    path = tmp_path / "flat.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=300, height=200, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=rasterio.transform.from_origin(500000, 4500000, 0.3, 0.3)) as dst:
+        dst.write(np.full((3, 200, 300), tone, np.uint8))
+    return path
+
+
+def test_finding_nothing_is_exit_3_one_line_and_nothing_written(tmp_path):
+    tif, out = _flat_tif(tmp_path), tmp_path / "out.gpkg"
+    r = CliRunner().invoke(main, ["segment", str(tif), "-o", str(out), "--model", FAKE, "-q"])
+    assert r.exit_code == 3, r.output
+    assert r.output.strip() == f"Error: {tif}: no objects found; nothing written to {out} (--allow-empty writes " \
+                               "an empty layer)"
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+    # --allow-empty: a valid empty layer with the full schema, a warning, exit 0
+    r = CliRunner().invoke(main, ["segment", str(tif), "-o", str(out), "--model", FAKE, "-q", "--allow-empty"])
+    assert r.exit_code == 0 and "no objects found" in r.output
+    gdf = gpd.read_file(out)
+    assert len(gdf) == 0 and {"score", "quality", "area_m2", "source", "model"} <= set(gdf.columns)
+    before = out.read_bytes()  # a previous output stays as it was
+    assert CliRunner().invoke(main, ["segment", str(tif), "-o", str(out), "--model", FAKE, "-q"]).exit_code == 3
+    assert out.read_bytes() == before
+
+
+def test_finding_nothing_as_a_subprocess(tmp_path):
+    tif, out = _flat_tif(tmp_path, tone=230), tmp_path / "out.fgb"
+    r = run_proc("segment", tif, "-o", out, "--model", FAKE)
+    assert r.returncode == 3 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (f"Error: {tif}: no objects found; nothing written to {out} "
+                                                 "(--allow-empty writes an empty layer)")
+    assert not out.exists()
