@@ -315,6 +315,8 @@ def _model_options(fn: Callable) -> Callable:
         click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size in pixels."),
         click.option("--overlap", default=128, show_default=True, type=int,
                      help="Pixels shared by neighbouring tiles."),
+        click.option("--gsd", default="auto", show_default=True, metavar="auto|native|M",
+                     help="Resolution, as for segment: auto cuts tiles so the network sees the model's GSD."),
         click.option("--bands", default=None, help="Bands read as R,G,B (1-based)."),
         click.option("--conf", type=float, default=None, help="Confidence threshold (default: the model's)."),
         click.option("--imgsz", type=int, default=None, help="Network input size (default: the model's)."),
@@ -330,13 +332,13 @@ def _model_options(fn: Callable) -> Callable:
               help="Output GeoTIFF (.tif): uint8 edge strength, a COG with overviews on RASTER's grid.")
 @_model_options
 @handle_errors
-def edges(raster, output, model, device, tile_size, overlap, bands, conf, imgsz, quiet):
+def edges(raster, output, model, device, tile_size, overlap, gsd, bands, conf, imgsz, quiet):
     """Edge map of RASTER: Sobel edges of the per-pixel mask probability, tiles blended seamlessly."""
     from .api import edge_map
     from .options import Options
 
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), device=device,
-                      conf=conf, imgsz=imgsz)
+                      conf=conf, imgsz=imgsz, gsd=gsd)
     t0 = time.perf_counter()
     edge_map(raster, output, segmenter=model, options=options, progress=not quiet)
     if not quiet:
@@ -350,13 +352,13 @@ def edges(raster, output, model, device, tile_size, overlap, bands, conf, imgsz,
 @click.option("--layer", default=None, show_default="the output file's name", help="Layer name.")
 @_model_options
 @handle_errors
-def proposals(raster, output, layer, model, device, tile_size, overlap, bands, conf, imgsz, quiet):
+def proposals(raster, output, layer, model, device, tile_size, overlap, gsd, bands, conf, imgsz, quiet):
     """Every candidate box in RASTER with score and rank, georeferenced, one per object across seams."""
     from .api import object_proposals
     from .options import Options
 
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), device=device,
-                      conf=conf, imgsz=imgsz)
+                      conf=conf, imgsz=imgsz, gsd=gsd)
     t0 = time.perf_counter()
     gdf = object_proposals(raster, output, segmenter=model, options=options, layer=layer, progress=not quiet)
     if not quiet:

@@ -31,7 +31,7 @@ from .atomic import commit, discard, reserve
 from .errors import FastSAMGeoError, OutputError
 from .io import check_not_input
 from .masks import to_instances
-from .models import load_segmenter, model_card
+from .models import load_segmenter, model_card, resolve_gsd
 from .options import Options
 from .progress import as_callback
 from .raster import TileReader, gdal_env, model_levels, read_info
@@ -139,6 +139,7 @@ def write_edges(path: str | os.PathLike, output: str | os.PathLike, *, segmenter
     opts = Options.of(options, **kwargs)
     out = check_edges_output(output, [path])
     info = read_info(path)
+    opts, _ = resolve_gsd(opts, info, segmenter)  # tiles at the model's GSD, as segment cuts them
     grid = plan_tiles(info.width, info.height, opts.tile_size, opts.overlap, info.transform)
     seg = load_segmenter(segmenter, opts)
     reader = TileReader(path, opts.bands, stretch=opts.stretch, levels=model_levels(model_card(seg)))

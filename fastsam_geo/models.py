@@ -19,12 +19,14 @@ import importlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, ModelError
+from .errors import GsdWarning, InputError, ModelError
+from .gsd import GsdPlan, ModelGsd, far_off, ground_gsd, model_gsd, plan
 from .options import Options
 from .types import Instances, MaskSet
 
@@ -182,3 +184,31 @@ def _what(exc: BaseException) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def bare_callable(segmenter: object) -> bool:
+    """A callable without weights (a fake or custom segmenter): no card to read."""
+    return callable(segmenter) and not isinstance(segmenter, str) and getattr(segmenter, "path", None) is None
+
+
+def resolve_gsd(options: Options, info, segmenter: object) -> tuple[Options, GsdPlan | None]:
+    """``options`` with the tile size and overlap ``options.gsd`` calls for on this raster, and
+    the plan (``None`` when nothing changes: ``"native"``, no CRS, or ``"auto"`` with a model
+    whose card records no GSD). Warns (:class:`GsdWarning`) when the raster is far outside the
+    model's training range."""
+    if options.gsd == "native":
+        return options, None
+    card = model_gsd(model_card(segmenter)) if not bare_callable(segmenter) else None
+    if options.gsd != "auto":
+        card = ModelGsd(options.gsd, options.gsd, options.gsd) if card is None else \
+            ModelGsd(options.gsd, card.lo, card.hi)
+    if card is None:
+        return options, None
+    raster = ground_gsd(info.transform, info.crs, info.width, info.height)
+    if raster is None:
+        return options, None
+    msg = far_off(raster, card)
+    if msg:
+        warnings.warn(msg, GsdWarning, stacklevel=3)
+    p = plan(options.tile_size, options.overlap, raster, card.gsd)
+    return Options.of(options, tile_size=p.tile_size, overlap=p.overlap), p

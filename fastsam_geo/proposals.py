@@ -19,7 +19,7 @@ import numpy as np
 import shapely
 
 from .io import check_output, empty_frame, write
-from .models import load_segmenter, model_card
+from .models import load_segmenter, model_card, resolve_gsd
 from .options import Options
 from .pipeline import iter_objects
 from .progress import as_callback
@@ -204,6 +204,7 @@ def proposals(path: str | os.PathLike, output: str | os.PathLike | None = None, 
     if output is not None:
         check_output(output, inputs=[path], layer=layer)
     info = read_info(path)
+    opts, _ = resolve_gsd(opts, info, segmenter)  # tiles at the model's GSD, as segment cuts them
     grid = plan_tiles(info.width, info.height, opts.tile_size, opts.overlap, info.transform)
     seg = load_segmenter(segmenter, opts)
     collector = _BoxCollector(grid, info.width, info.height)

@@ -23,11 +23,19 @@ from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
 from .cleanup import clean
 from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs, transform_geometries
-from .errors import CRSError, EmptyResultError, EmptyResultWarning, GsdWarning, InputError, RasterError
-from .gsd import GsdPlan, ModelGsd, far_off, ground_gsd, model_gsd, plan
+from .errors import CRSError, EmptyResultError, EmptyResultWarning, InputError, RasterError
 from .masks import Regions, suppress_duplicates
 from .merge import SeamMerger
-from .models import SegmentFn, check_segmenter, load_segmenter, model_card, model_name, segmenter_key
+from .models import (
+    SegmentFn,
+    bare_callable,
+    check_segmenter,
+    load_segmenter,
+    model_card,
+    model_name,
+    resolve_gsd,
+    segmenter_key,
+)
 from .options import Options
 from .pipeline import RunStats, VectorOptions, iter_objects, segment_tile, staged
 from .progress import as_callback
@@ -85,7 +93,7 @@ class SegmentedRaster:
         opts = self.options
         self.grid = plan_tiles(self.info.width, self.info.height, opts.tile_size, opts.overlap, self.info.transform)
         # non-uint8 imagery is stretched to the levels the model's card records (else 0-255)
-        levels = None if _bare_callable(segmenter) else model_levels(model_card(segmenter))
+        levels = None if bare_callable(segmenter) else model_levels(model_card(segmenter))
         self.reader = TileReader(self.path, opts.bands, stretch=opts.stretch, levels=levels)
         self.vector = VectorOptions(min_area=opts.min_area, simplify=opts.simplify)
         self._spec = segmenter
@@ -492,36 +500,8 @@ def _near(objects: list[MergedObject], regions: list[tuple[int, int, int, int]])
     return np.split(oi[order], np.searchsorted(qi[order], np.arange(1, len(regions))))
 
 
-def resolve_gsd(options: Options, info, segmenter: object) -> tuple[Options, GsdPlan | None]:
-    """``options`` with the tile size and overlap ``options.gsd`` calls for on this raster, and
-    the plan (``None`` when nothing changes: ``"native"``, no CRS, or ``"auto"`` with a model
-    whose card records no GSD). Warns (:class:`GsdWarning`) when the raster is far outside the
-    model's training range."""
-    if options.gsd == "native":
-        return options, None
-    card = model_gsd(model_card(segmenter)) if not _bare_callable(segmenter) else None
-    if options.gsd != "auto":
-        card = ModelGsd(options.gsd, options.gsd, options.gsd) if card is None else \
-            ModelGsd(options.gsd, card.lo, card.hi)
-    if card is None:
-        return options, None
-    raster = ground_gsd(info.transform, info.crs, info.width, info.height)
-    if raster is None:
-        return options, None
-    msg = far_off(raster, card)
-    if msg:
-        warnings.warn(msg, GsdWarning, stacklevel=3)
-    p = plan(options.tile_size, options.overlap, raster, card.gsd)
-    return Options.of(options, tile_size=p.tile_size, overlap=p.overlap), p
-
-
 def _stretch_key(stretch: Stretch) -> list:
     """A stretch in a cache key: ``[lo, hi]``, plus its levels where they are not 0-255 (so the
     keys of caches written before levels existed stay valid)."""
     key = [stretch.lo, stretch.hi]
     return key if stretch.lo is None or stretch.levels == FULL_RANGE.values else [*key, list(stretch.levels)]
-
-
-def _bare_callable(segmenter: object) -> bool:
-    """A callable without weights (a fake or custom segmenter): no card to read."""
-    return callable(segmenter) and not isinstance(segmenter, str) and getattr(segmenter, "path", None) is None

@@ -202,3 +202,46 @@ def test_edges_are_written_core_by_core_each_tile_segmented_once(scene_and_path,
     assert len(windows) == len(grid)
     for (x0, y0, x1, y1), _, rows in windows:
         assert (x1 - x0) <= TILE + 2 and (y1 - y0) <= TILE + 2 and rows <= 3
+
+
+class CardedRecorder:
+    """Finds nothing, records each image's size; ``path`` names weights whose card records a
+    GSD (0.15 m), as the bundled model's does."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sizes: list[tuple[int, int]] = []
+
+    def __call__(self, images):
+        from fastsam_geo.types import MaskSet
+
+        self.sizes.extend(im.shape[:2] for im in images)
+        return [MaskSet(np.zeros((0, *im.shape[:2]), bool), np.zeros(0, np.float32)) for im in images]
+
+
+@pytest.mark.parametrize("run", ["edges", "proposals"])
+def test_edges_and_proposals_cut_tiles_at_the_models_gsd_as_segment_does(tmp_path, run):
+    """On 0.3 m imagery a model trained at 0.15 m sees 256-px tiles cut from 128 native px (the
+    network enlarges them), as `segment --gsd auto` feeds it; `--gsd native` cuts 256 px."""
+    import json
+
+    from rasterio.transform import from_origin
+
+    tif = tmp_path / "coarse.tif"
+    rng = np.random.default_rng(0)
+    with rasterio.open(tif, "w", driver="GTiff", width=400, height=300, count=3, dtype="uint8", crs="EPSG:32633",
+                       transform=from_origin(500000, 4500000, 0.3, 0.3)) as dst:
+        dst.write(rng.integers(0, 255, (3, 300, 400), dtype=np.uint8))
+    weights = tmp_path / "m.pt"
+    weights.write_bytes(b"")
+    weights.with_suffix(".json").write_text(json.dumps({"gsd": 0.15, "gsd_range": [0.14, 0.16]}))
+    sizes = {}
+    for gsd in ("auto", "native"):
+        seg = CardedRecorder(weights)
+        kw = dict(segmenter=seg, tile_size=256, overlap=32, gsd=gsd)
+        if run == "edges":
+            fastsam_geo.edge_map(tif, tmp_path / f"e_{gsd}.tif", **kw)
+        else:
+            fastsam_geo.object_proposals(tif, **kw)
+        sizes[gsd] = max(max(s) for s in seg.sizes)
+    assert sizes == {"auto": 128, "native": 256}
