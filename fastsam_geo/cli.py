@@ -350,9 +350,11 @@ def edges(raster, output, model, device, tile_size, overlap, gsd, bands, conf, i
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output vector file: .gpkg, .parquet, .geojson or .fgb.")
 @click.option("--layer", default=None, show_default="the output file's name", help="Layer name.")
+@click.option("--allow-empty", is_flag=True,
+              help="No box writes an empty layer and exits 0 (default: an error, exit 3, nothing written).")
 @_model_options
 @handle_errors
-def proposals(raster, output, layer, model, device, tile_size, overlap, gsd, bands, conf, imgsz, quiet):
+def proposals(raster, output, layer, allow_empty, model, device, tile_size, overlap, gsd, bands, conf, imgsz, quiet):
     """Every candidate box in RASTER with score and rank, georeferenced, one per object across seams."""
     from .api import object_proposals
     from .options import Options
@@ -360,7 +362,8 @@ def proposals(raster, output, layer, model, device, tile_size, overlap, gsd, ban
     options = Options(tile_size=tile_size, overlap=overlap, bands=_int_list(bands, "--bands"), device=device,
                       conf=conf, imgsz=imgsz, gsd=gsd)
     t0 = time.perf_counter()
-    gdf = object_proposals(raster, output, segmenter=model, options=options, layer=layer, progress=not quiet)
+    gdf = object_proposals(raster, output, segmenter=model, options=options, layer=layer, progress=not quiet,
+                           allow_empty=allow_empty)
     if not quiet:
         click.echo(f"{len(gdf)} boxes in {time.perf_counter() - t0:.1f} s -> {output}", err=True)
 

@@ -18,6 +18,7 @@ import geopandas as gpd
 import numpy as np
 import shapely
 
+from .errors import EmptyResultError
 from .io import check_output, empty_frame, write
 from .models import load_segmenter, model_card, resolve_gsd
 from .options import Options
@@ -194,12 +195,15 @@ class _BoxCollector:
 
 def proposals(path: str | os.PathLike, output: str | os.PathLike | None = None, *, segmenter: object = None,
               options: Options | None = None, layer: str | None = None,
-              progress: bool | ProgressCallback | None = None, **kwargs) -> gpd.GeoDataFrame:
+              progress: bool | ProgressCallback | None = None, allow_empty: bool = True,
+              **kwargs) -> gpd.GeoDataFrame:
     """Every candidate box in raster ``path``, de-duplicated across seams, as polygons in the
     raster's CRS with ``score``, ``rank`` (1: highest score) and ``tiles`` (how many tiles' views it
     stands for); written atomically to ``output`` (.gpkg, .parquet, .geojson, .fgb) when given.
     ``segmenter`` and ``options`` (or their fields as keywords) as for
-    :func:`fastsam_geo.segment_raster`; ``dedup`` is not applied (every candidate counts)."""
+    :func:`fastsam_geo.segment_raster`; ``dedup`` is not applied (every candidate counts).
+    ``allow_empty=False``: no box raises :class:`~fastsam_geo.errors.EmptyResultError` and
+    nothing is written."""
     opts = Options.of(options, **kwargs)
     if output is not None:
         check_output(output, inputs=[path], layer=layer)
@@ -230,6 +234,9 @@ def proposals(path: str | os.PathLike, output: str | os.PathLike | None = None, 
                                crs=info.crs)
     else:
         gdf = empty_frame(info.crs, COLUMNS)
+        if output is not None and not allow_empty:
+            raise EmptyResultError(f"{path}: no object proposals; nothing written to {output} (--allow-empty "
+                                   "writes an empty layer)")
     if output is not None:
         write(gdf, output, layer=layer)
     return gdf

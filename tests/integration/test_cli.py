@@ -320,3 +320,13 @@ def test_finding_nothing_as_a_subprocess(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (f"Error: {tif}: no objects found; nothing written to {out} "
                                                  "(--allow-empty writes an empty layer)")
     assert not out.exists()
+
+
+def test_proposals_finding_nothing_is_exit_3_too(tmp_path):
+    tif, out = _flat_tif(tmp_path), tmp_path / "boxes.gpkg"
+    r = CliRunner().invoke(main, ["proposals", str(tif), "-o", str(out), "--model", FAKE, "-q"])
+    assert r.exit_code == 3 and r.output.strip() == (f"Error: {tif}: no object proposals; nothing written to {out} "
+                                                     "(--allow-empty writes an empty layer)")
+    assert not out.exists()
+    r = CliRunner().invoke(main, ["proposals", str(tif), "-o", str(out), "--model", FAKE, "-q", "--allow-empty"])
+    assert r.exit_code == 0 and len(gpd.read_file(out)) == 0
