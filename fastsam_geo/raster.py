@@ -249,7 +249,7 @@ def compute_stretch(path: str | os.PathLike, bands: Sequence[int], *, mode: str 
     path = os.fspath(path)
     try:
         with gdal_env(), _open(path) as src:
-            if mode == "none" or (mode == "auto" and (palette or src.dtypes[0] == "uint8")):
+            if mode == "none" or (mode == "auto" and not _needs_stretch(src.dtypes[0], palette)):
                 return Stretch()
             data = _sample(src, bands, palette)
     except GDAL_ERRORS as exc:
@@ -267,15 +267,19 @@ def measure_levels(paths: Sequence[str | os.PathLike], bands: Sequence[int] | No
     non-uint8 imagery is stretched to what the network saw."""
     lows, highs = [], []
     for path in paths:
-        reader = TileReader(path, bands, levels=levels)
+        reader = TileReader(path, bands, stretch="none")  # header, bands, palette: no pixels read yet
         try:
             with gdal_env(), _open(reader.path) as src:
                 data = _sample(src, reader.bands, reader.palette is not None)
         except GDAL_ERRORS as exc:
             raise RasterError(f"{reader.path}: failed to read pixels for its levels ({_detail(exc)})") from exc
+        palette = reader.palette is not None
+        # the stretch a TileReader would apply ("auto"), from this same read
+        stretch = _percentile_stretch(data, levels or FULL_RANGE) if _needs_stretch(reader.info.dtype, palette) \
+            else Stretch()
         raw = np.ma.getdata(data)
         invalid = np.ma.getmaskarray(data) | ~np.isfinite(raw)  # NaN is no pixel, as TileReader reads it
-        image = np.ma.MaskedArray(reader.stretch.apply(raw), invalid)
+        image = np.ma.MaskedArray(stretch.apply(raw), invalid)
         vals = image.compressed()  # the bands pooled: a model's levels are one map for all of them
         if vals.size:
             p_lo, p_hi = np.percentile(vals, percentiles)
@@ -285,6 +289,11 @@ def measure_levels(paths: Sequence[str | os.PathLike], bands: Sequence[int] | No
         raise InputError("no valid pixels to measure input levels on")
     lo, hi = float(np.median(lows)), float(np.median(highs))
     return Levels(tuple(percentiles), (round(lo, 1), round(max(hi, lo + 1.0), 1)), joint=True)
+
+
+def _needs_stretch(dtype: str, palette: bool) -> bool:
+    """Whether ``"auto"`` stretches a raster: not uint8 data, nor a palette (its colours are 8-bit)."""
+    return not (palette or dtype == "uint8")
 
 
 def _sample(src: rasterio.DatasetReader, bands: Sequence[int], palette: bool) -> np.ma.MaskedArray:
