@@ -34,24 +34,11 @@ import shapely
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
 
+from scenes import groups  # benchmarks/scenes.py, beside this script
+
 from fastsam_geo import evaluate, segment_raster
 from fastsam_geo.engine import BUNDLED_PATH, FastSAMSegmenter
 from fastsam_geo.masks import FLAT_STD
-from fastsam_geo.samples import SAMPLE_IMAGE, SAMPLE_LABELS
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared")) / "data" / "oam_osm"
-UNSEEN = ROOT / "extdata" / "hot_aoi3_kathmandu"
-
-
-def groups() -> dict[str, list[tuple[Path, Path]]]:
-    areas = sorted(p for p in SHARED.iterdir() if p.is_dir()) if SHARED.is_dir() else []
-    out = {"in-sample": [(a / f"mosaic_z20_{s}.tif", a / f"mosaic_z20_{s}_labels.geojson")
-                         for a in areas for s in "ab"],
-           "unseen": [(UNSEEN / f"mosaic_z20_{s}.tif", UNSEEN / f"mosaic_z20_{s}_labels.geojson") for s in "ab"
-                      if (UNSEEN / f"mosaic_z20_{s}.tif").exists()],
-           "sample": [(Path(SAMPLE_IMAGE), Path(SAMPLE_LABELS))]}
-    return {k: v for k, v in out.items() if v}
 
 
 def with_collar(src: Path, dst: Path, seed: int = 0) -> tuple[Path, shapely.Polygon]:

@@ -37,24 +37,12 @@ import rasterio
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
 
+from scenes import groups  # benchmarks/scenes.py, beside this script
+
 from fastsam_geo import evaluate, segment_raster
 from fastsam_geo.models import DEFAULT_MODEL, check_weights
-from fastsam_geo.samples import SAMPLE_IMAGE, SAMPLE_LABELS
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared")) / "data" / "oam_osm"
-UNSEEN = ROOT / "extdata" / "hot_aoi3_kathmandu"
 GAIN, OFFSET = (37.0, 41.0, 33.0), (180.0, 95.0, 240.0)
-
-
-def groups() -> dict[str, list[tuple[Path, Path]]]:
-    out: dict[str, list[tuple[Path, Path]]] = {}
-    areas = sorted(p for p in SHARED.iterdir() if p.is_dir()) if SHARED.is_dir() else []
-    out["in-sample"] = [(a / f"mosaic_z20_{s}.tif", a / f"mosaic_z20_{s}_labels.geojson") for a in areas for s in "ab"]
-    out["unseen"] = [(UNSEEN / f"mosaic_z20_{s}.tif", UNSEEN / f"mosaic_z20_{s}_labels.geojson") for s in "ab"
-                     if (UNSEEN / f"mosaic_z20_{s}.tif").exists()]
-    out["sample"] = [(Path(SAMPLE_IMAGE), Path(SAMPLE_LABELS))]
-    return {k: v for k, v in out.items() if v}
 
 
 def copy_as(src: Path, dst: Path, kind: str) -> Path:
