@@ -22,6 +22,7 @@ _EXPORTS = {
     "edge_map": "api",
     "object_proposals": "api",
     "evaluate_by_tile": "api",
+    "evaluate_by_size": "api",
     "read_prompts": "io",
     "RunStats": "pipeline",
     "train": "training",
@@ -42,14 +43,23 @@ _EXPORTS = {
 
 __all__ = [  # noqa: RUF022 - grouped by role, not alphabetically
     "segment_raster", "SegmentedRaster", "Options", "PointPrompt", "BoxPrompt", "TextPrompt",
-    "evaluate", "evaluate_by_tile", "edge_map", "object_proposals", "train", "raster_info", "load_segmenter",
+    "evaluate", "evaluate_by_tile", "evaluate_by_size", "edge_map", "object_proposals", "train", "raster_info",
+    "load_segmenter",
     "plan_tiles", "read_prompts", "RunStats",
     "MaskSet", "Instances", "Progress", "RasterInfo", "Tile", "Segmenter", "FastSAMSegmenter",
     "FastSAMGeoError", "EmptyResultWarning", "EmptyResultError",
 ]
 
 if TYPE_CHECKING:
-    from .api import edge_map, evaluate, evaluate_by_tile, object_proposals, raster_info, segment_raster
+    from .api import (
+        edge_map,
+        evaluate,
+        evaluate_by_size,
+        evaluate_by_tile,
+        object_proposals,
+        raster_info,
+        segment_raster,
+    )
     from .engine import FastSAMSegmenter
     from .errors import EmptyResultError, EmptyResultWarning, FastSAMGeoError
     from .io import read_prompts

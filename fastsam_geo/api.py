@@ -275,13 +275,64 @@ def evaluate_by_tile(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
                         (np.floor(col) // tile_size).astype(int).tolist()))
 
     split = by_cell(raw, cells(pred_df), cells(gt_df), partial)
-    rows = []
-    for (r, c), (tp, fp, fn, miou) in sorted(split.items()):
-        p = tp / (tp + fp) if tp + fp else 0.0
-        rc = tp / (tp + fn) if tp + fn else 0.0
-        rows.append(dict(row=r, col=c, tp=tp, fp=fp, fn=fn, precision=p, recall=rc,
-                         f1=2 * p * rc / (p + rc) if p + rc else 0.0, mean_iou=miou))
-    return pd.DataFrame(rows, columns=["row", "col", "tp", "fp", "fn", "precision", "recall", "f1", "mean_iou"])
+    rows = [dict(row=r, col=c, **_scores(*counts)) for (r, c), counts in sorted(split.items())]
+    return pd.DataFrame(rows, columns=["row", "col", *_SCORE_COLUMNS])
+
+
+_SCORE_COLUMNS = ("tp", "fp", "fn", "precision", "recall", "f1", "mean_iou")
+
+#: Building size classes of :func:`evaluate_by_size`, ground m²: a hut or kiosk, a small house,
+#: a house, a large house or block, a large building.
+SIZE_CLASSES_M2 = (20.0, 50.0, 150.0, 500.0)
+
+
+def _scores(tp: int, fp: int, fn: int, mean_iou: float) -> dict:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    rc = tp / (tp + fn) if tp + fn else 0.0
+    return dict(tp=tp, fp=fp, fn=fn, precision=p, recall=rc, f1=2 * p * rc / (p + rc) if p + rc else 0.0,
+                mean_iou=mean_iou)
+
+
+def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike, *,
+                     sizes: Sequence[float] = SIZE_CLASSES_M2, raster: str | os.PathLike | None = None,
+                     iou: float = 0.5, ignore_partial: bool = False, partial_column: str = "partial",
+                     clip: bool = True, min_ref_area: str | None = None):
+    """:func:`evaluate`, split by footprint size: what a model finds of huts, houses and large
+    buildings. ``sizes`` are the class edges in ground square metres (ascending, > 0), so
+    ``(20, 50)`` makes the classes [0, 20), [20, 50) and [50, inf). A match and a missed
+    reference count in the reference's class; a prediction that matches nothing in its own
+    (COCO's rule for small/medium/large). Areas are geodesic (true m² in any CRS, Web Mercator
+    included); both layers need a CRS. Returns a DataFrame, one row per class, empty classes
+    included: ``min_m2``, ``max_m2``, ``tp``, ``fp``, ``fn``, ``precision``, ``recall``, ``f1``,
+    ``mean_iou``; its totals are :func:`evaluate`'s."""
+    import numpy as np
+    import pandas as pd
+
+    from .coords import geodesic_areas
+    from .metrics import by_cell
+
+    try:
+        edges = np.asarray([float(s) for s in sizes], dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"sizes must be numbers (square metres), got {sizes!r}") from None
+    if not len(edges) or not np.all(np.isfinite(edges)) or edges[0] <= 0 or np.any(np.diff(edges) <= 0):
+        raise InputError(f"sizes must be ascending positive square metres, got {list(sizes)!r}")
+    _, pred_df, gt_df, raw, partial = _evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial,
+                                                partial_column=partial_column, raster=raster, clip=clip,
+                                                min_ref_area=min_ref_area)
+
+    def classes(df):
+        if not len(df):
+            return []
+        if df.crs is None:
+            raise InputError("evaluate by size needs layers with a CRS (areas are ground square metres)")
+        return np.searchsorted(edges, geodesic_areas(df.geometry.values, df.crs), side="right").tolist()
+
+    split = by_cell(raw, classes(pred_df), classes(gt_df), partial)
+    bounds = [0.0, *edges.tolist(), float("inf")]
+    rows = [dict(min_m2=bounds[k], max_m2=bounds[k + 1], **_scores(*split.get(k, (0, 0, 0, 0.0))))
+            for k in range(len(edges) + 1)]
+    return pd.DataFrame(rows, columns=["min_m2", "max_m2", *_SCORE_COLUMNS])
 
 
 def edge_map(path: str | os.PathLike, output: str | os.PathLike, *, segmenter: object = None,

@@ -83,6 +83,13 @@ def _int_list(value: str | None, what: str) -> tuple[int, ...] | None:
         raise click.BadParameter(f"{what} must be comma-separated integers, got {value!r}") from None
 
 
+def _size_list(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(f"--sizes must be comma-separated square metres, got {value!r}") from None
+
+
 DATASET = click.STRING
 """Input rasters and vector files are strings handed to GDAL untouched: a URL or a GDAL virtual
 path (``https://...``, ``/vsicurl/https://...``, ``/vsis3/...``) must keep its ``//``, which a
@@ -423,14 +430,20 @@ def cleanup_options(min_area: str, max_area: str | None, simplify: str, regulari
                    "ignores buildings under 20 px) or 15m2 (ground square metres).")
 @click.option("--by-tile", is_flag=True, help="Also print a table per tile (--tile-size squares of --raster).")
 @click.option("--tile-size", default=1024, show_default=True, type=int, help="Tile size for --by-tile, pixels.")
+@click.option("--by-size", is_flag=True,
+              help="Also print a table per footprint size class (ground m2, --sizes): what is found of huts, "
+                   "houses and large buildings.")
+@click.option("--sizes", default="20,50,150,500", show_default=True, metavar="M2,...",
+              help="Size class edges for --by-size, ground square metres, ascending.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PNG",
               help="Draw the imagery with TP/FP/FN outlines to this PNG (needs --raster and the [plot] extra).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @handle_errors
-def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile, tile_size, plot, as_json):
+def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile, tile_size, by_size, sizes, plot,
+             as_json):
     """Score predicted footprints PRED against reference footprints GT (any vector files)."""
     from .api import evaluate as run_evaluate
-    from .api import evaluate_by_tile, prepare_reference
+    from .api import evaluate_by_size, evaluate_by_tile, prepare_reference
     from .errors import InputError
 
     if (by_tile or plot) and raster is None:
@@ -448,6 +461,7 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
     r = run_evaluate(pred, gt, **kw)
     tiles = evaluate_by_tile(pred, gt, raster, tile_size=tile_size, **{k: v for k, v in kw.items() if k != "raster"}) \
         if by_tile else None
+    classes = evaluate_by_size(pred, gt, sizes=_size_list(sizes), **kw) if by_size else None
     if plot is not None:
         from . import plots
 
@@ -457,6 +471,8 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
     if as_json:
         if tiles is not None:
             rec["tiles"] = tiles.to_dict(orient="records")
+        if classes is not None:
+            rec["sizes"] = classes.to_dict(orient="records")
         click.echo(json.dumps(rec, indent=2))
         return
     if r.clipped:
@@ -471,6 +487,11 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
                f"F1 {r.f1:.6f}  mean IoU {r.mean_iou:.4f}  (IoU >= {iou:g})")
     if tiles is not None:
         click.echo(tiles.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if classes is not None:
+        table = classes.assign(m2=[f"{lo:g}-{hi:g}" if hi != float("inf") else f">= {lo:g}"
+                                   for lo, hi in zip(classes.min_m2, classes.max_m2)])
+        click.echo(table[["m2", "tp", "fp", "fn", "precision", "recall", "f1", "mean_iou"]]
+                   .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     if plot is not None:
         click.echo(f"plot -> {plot}")
 

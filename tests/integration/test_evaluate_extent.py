@@ -160,3 +160,96 @@ def test_cli_plot_without_matplotlib_is_a_clear_error(case, tmp_path, monkeypatc
     r = CliRunner().invoke(main, ["evaluate", str(pred), str(ref), "--raster", str(tif), "--plot",
                                   str(tmp_path / "e.png")])
     assert r.exit_code == 2 and "fastsam-geo[plot]" in r.output and not (tmp_path / "e.png").exists()
+
+
+def sized_layers(crs="EPSG:32633"):
+    """Squares at ~60° N (UTM 33N, metres): a 45 m² reference matched by a 60 m² prediction
+    (IoU 0.75), an exact 100 m² match, a missed 10 m² hut, a 300 m² reference cut by the edge
+    (partial) matched exactly, and a 700 m² prediction matching nothing."""
+    x0, y0 = 500_000.0, 6_650_000.0
+
+    def sq(x, area, h=None):
+        w = area / (h or area ** 0.5)
+        return shapely.box(x0 + x, y0, x0 + x + w, y0 + (h or area ** 0.5))
+
+    ref = gpd.GeoDataFrame({"partial": [0, 0, 0, 1]},
+                           geometry=[sq(0, 45, 5), sq(100, 100), sq(200, 10), sq(300, 300)], crs=crs)
+    pred = gpd.GeoDataFrame(geometry=[sq(0, 60, 5), sq(100, 100), sq(300, 300), sq(500, 700)], crs=crs)
+    return pred, ref
+
+
+def counts(table):
+    return [tuple(r) for r in table[["tp", "fp", "fn"]].itertuples(index=False)]
+
+
+def test_by_size_counts_a_match_in_its_references_class():
+    from fastsam_geo import evaluate_by_size
+
+    pred, ref = sized_layers()
+    t = evaluate_by_size(pred, ref, ignore_partial=True)
+    assert list(t.min_m2) == [0, 20, 50, 150, 500] and list(t.max_m2) == [20, 50, 150, 500, float("inf")]
+    # the 60 m² prediction of the 45 m² reference is a TP of class 20-50, not an FP of 50-150
+    assert counts(t) == [(0, 0, 1), (1, 0, 0), (1, 0, 0), (0, 0, 0), (0, 1, 0)]
+    assert counts(evaluate_by_size(pred, ref)) == [(0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0), (0, 1, 0)]
+    assert t.recall.tolist() == [0, 1, 1, 0, 0] and t.f1.iloc[1] == 1
+    assert counts(evaluate_by_size(pred, ref, sizes=[50])) == [(1, 0, 1), (2, 1, 0)]
+
+
+def test_by_size_classes_are_ground_square_metres_in_any_crs():
+    """At 60° N a Web Mercator square metre is a quarter of one on the ground: planar areas would
+    put every footprint two classes up."""
+    from fastsam_geo import evaluate_by_size
+
+    pred, ref = sized_layers()
+    want = counts(evaluate_by_size(pred, ref, ignore_partial=True))
+    merc = evaluate_by_size(pred.to_crs(3857), ref.to_crs(3857), ignore_partial=True)
+    geo = evaluate_by_size(pred.to_crs(4326), ref, ignore_partial=True)
+    assert counts(merc) == counts(geo) == want
+
+
+def test_by_size_totals_are_evaluates(case):
+    from fastsam_geo import evaluate_by_size
+
+    tif, pred, ref, _ = case
+    sizes = np.quantile(gpd.read_file(ref).area, [0.3, 0.6, 0.9])  # UTM: m² on the ground, near enough
+    for kw in ({}, {"raster": tif}, {"raster": tif, "clip": False}):
+        r = evaluate(pred, ref, **kw)
+        t = evaluate_by_size(pred, ref, sizes=sizes, **kw)
+        assert len(t) == 4 and (t.tp.sum(), t.fp.sum(), t.fn.sum()) == (r.tp, r.fp, r.fn)
+        assert (t.tp + t.fn > 0).sum() >= 2  # the scene's objects fall in more than one class
+
+
+@pytest.mark.parametrize("sizes", [(50, 20), (0, 20), (-5,), (), ("x",), (20, float("nan"))])
+def test_by_size_bad_classes(sizes):
+    from fastsam_geo import evaluate_by_size
+    from fastsam_geo.errors import InputError
+
+    pred, ref = sized_layers()
+    with pytest.raises(InputError, match="sizes must be"):
+        evaluate_by_size(pred, ref, sizes=sizes)
+
+
+def test_by_size_needs_a_crs():
+    from fastsam_geo import evaluate_by_size
+    from fastsam_geo.errors import InputError
+
+    pred, ref = sized_layers()
+    with pytest.raises(InputError, match="needs layers with a CRS"):
+        evaluate_by_size(pred.set_crs(None, allow_override=True), ref.set_crs(None, allow_override=True))
+
+
+def test_cli_by_size(tmp_path):
+    pred, ref = sized_layers()
+    pred.to_file(tmp_path / "pred.gpkg")
+    ref.to_file(tmp_path / "ref.geojson")
+    args = ["evaluate", str(tmp_path / "pred.gpkg"), str(tmp_path / "ref.geojson"), "--ignore-partial", "--by-size"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    row = next(ln for ln in lines if ln.split()[:1] == ["20-50"])
+    assert row.split()[1:4] == ["1", "0", "0"] and any(ln.split()[:2] == [">=", "500"] for ln in lines)
+    rec = json.loads(CliRunner().invoke(main, [*args, "--sizes", "50", "--json"]).output)
+    assert [(s["min_m2"], s["tp"], s["fp"], s["fn"]) for s in rec["sizes"]] == [(0, 1, 0, 1), (50, 1, 1, 0)]
+    for bad, msg in (("50,20", "ascending"), ("20,big", "comma-separated square metres")):
+        r = CliRunner().invoke(main, [*args, "--sizes", bad])
+        assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
