@@ -294,12 +294,12 @@ def _scores(tp: int, fp: int, fn: int, mean_iou: float) -> dict:
 
 
 def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike, *,
-                     sizes: Sequence[float] = SIZE_CLASSES_M2, raster: str | os.PathLike | None = None,
+                     sizes: Sequence[float] | str = SIZE_CLASSES_M2, raster: str | os.PathLike | None = None,
                      iou: float = 0.5, ignore_partial: bool = False, partial_column: str = "partial",
                      clip: bool = True, min_ref_area: str | None = None):
     """:func:`evaluate`, split by footprint size: what a model finds of huts, houses and large
-    buildings. ``sizes`` are the class edges in ground square metres (ascending, > 0), so
-    ``(20, 50)`` makes the classes [0, 20), [20, 50) and [50, inf). A match and a missed
+    buildings. ``sizes`` are the class edges in ground square metres (ascending, > 0; numbers or
+    a string ``"20,50"``), so ``(20, 50)`` makes the classes [0, 20), [20, 50) and [50, inf). A match and a missed
     reference count in the reference's class; a prediction that matches nothing in its own
     (COCO's rule for small/medium/large). Areas are geodesic (true m² in any CRS, Web Mercator
     included); both layers need a CRS. Returns a DataFrame, one row per class, empty classes
@@ -312,9 +312,10 @@ def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
     from .metrics import by_cell
 
     try:
-        edges = np.asarray([float(s) for s in sizes], dtype=float)
+        values = [v for v in sizes.replace(" ", "").split(",") if v] if isinstance(sizes, str) else sizes
+        edges = np.asarray([float(v) for v in values], dtype=float)
     except (TypeError, ValueError):
-        raise InputError(f"sizes must be numbers (square metres), got {sizes!r}") from None
+        raise InputError(f"sizes must be comma-separated square metres, got {sizes!r}") from None
     if not len(edges) or not np.all(np.isfinite(edges)) or edges[0] <= 0 or np.any(np.diff(edges) <= 0):
         raise InputError(f"sizes must be ascending positive square metres, got {list(sizes)!r}")
     _, pred_df, gt_df, raw, partial = _evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial,

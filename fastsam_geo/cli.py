@@ -83,13 +83,6 @@ def _int_list(value: str | None, what: str) -> tuple[int, ...] | None:
         raise click.BadParameter(f"{what} must be comma-separated integers, got {value!r}") from None
 
 
-def _size_list(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in value.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise click.BadParameter(f"--sizes must be comma-separated square metres, got {value!r}") from None
-
-
 DATASET = click.STRING
 """Input rasters and vector files are strings handed to GDAL untouched: a URL or a GDAL virtual
 path (``https://...``, ``/vsicurl/https://...``, ``/vsis3/...``) must keep its ``//``, which a
@@ -461,7 +454,7 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
     r = run_evaluate(pred, gt, **kw)
     tiles = evaluate_by_tile(pred, gt, raster, tile_size=tile_size, **{k: v for k, v in kw.items() if k != "raster"}) \
         if by_tile else None
-    classes = evaluate_by_size(pred, gt, sizes=_size_list(sizes), **kw) if by_size else None
+    classes = evaluate_by_size(pred, gt, sizes=sizes, **kw) if by_size else None
     if plot is not None:
         from . import plots
 

@@ -193,6 +193,7 @@ def test_by_size_counts_a_match_in_its_references_class():
     assert counts(evaluate_by_size(pred, ref)) == [(0, 0, 1), (1, 0, 0), (1, 0, 0), (1, 0, 0), (0, 1, 0)]
     assert t.recall.tolist() == [0, 1, 1, 0, 0] and t.f1.iloc[1] == 1
     assert counts(evaluate_by_size(pred, ref, sizes=[50])) == [(1, 0, 1), (2, 1, 0)]
+    assert counts(evaluate_by_size(pred, ref, sizes=" 50")) == counts(evaluate_by_size(pred, ref, sizes="50,"))
 
 
 def test_by_size_classes_are_ground_square_metres_in_any_crs():
@@ -219,7 +220,7 @@ def test_by_size_totals_are_evaluates(case):
         assert (t.tp + t.fn > 0).sum() >= 2  # the scene's objects fall in more than one class
 
 
-@pytest.mark.parametrize("sizes", [(50, 20), (0, 20), (-5,), (), ("x",), (20, float("nan"))])
+@pytest.mark.parametrize("sizes", [(50, 20), (0, 20), (-5,), (), ("x",), (20, float("nan")), "20,x", "", 20])
 def test_by_size_bad_classes(sizes):
     from fastsam_geo import evaluate_by_size
     from fastsam_geo.errors import InputError

@@ -114,6 +114,29 @@ def test_evaluate_against_footprints(plugin, scene, tmp_path):
     assert len(matches) == n and matches.matched.sum() == n - 1 and (matches.iou[matches.matched] > 0.9).all()
 
 
+def test_evaluate_by_size_table(plugin, scene, tmp_path):
+    """The optional table by size class: one row per class, ground m², a match in its reference's class."""
+    seg = str(tmp_path / "segments.gpkg")
+    run("segment_raster", {"INPUT": scene.path, **FAST, "OUTPUT": seg})
+    truth = gpd.GeoDataFrame(geometry=scene.truth, crs=32633)
+    ref = str(tmp_path / "reference.gpkg")
+    truth.iloc[1:].to_crs(3857).to_file(ref)
+    edge = float(truth.area.median())  # UTM m² are ground m² here
+    table = str(tmp_path / "by_size.csv")
+    res = run("evaluate", {"PREDICTIONS": seg, "REFERENCE": ref, "IOU": 0.5, "OUTPUT": str(tmp_path / "m.gpkg"),
+                           "SIZE_CLASSES": f"{edge:.6f}", "BY_SIZE": table})
+    rows = gpd.read_file(res["BY_SIZE"])
+    small = int((truth.area.iloc[1:] < edge).sum())
+    assert list(rows.tp.astype(int)) == [small, len(truth) - 1 - small]
+    assert rows.fp.astype(int).sum() == res["FP"] == 1 and rows.fn.astype(int).sum() == 0
+    assert float(rows.min_m2[1]) == pytest.approx(edge) and rows.max_m2.iloc[1] in ("", None)
+    res = run("evaluate", {"PREDICTIONS": seg, "REFERENCE": ref, "IOU": 0.5, "OUTPUT": str(tmp_path / "n.gpkg")})
+    assert "BY_SIZE" not in res  # not asked for: not written
+    with pytest.raises(QgsProcessingException, match="sizes must be ascending"):
+        run("evaluate", {"PREDICTIONS": seg, "REFERENCE": ref, "OUTPUT": str(tmp_path / "o.gpkg"),
+                         "SIZE_CLASSES": "50,20", "BY_SIZE": str(tmp_path / "bad.csv")})
+
+
 class Feedback(QgsProcessingFeedback):
     """Keeps what the algorithm pushes as warnings."""
 
