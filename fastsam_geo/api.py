@@ -317,7 +317,7 @@ def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
     except (TypeError, ValueError):
         raise InputError(f"sizes must be comma-separated square metres, got {sizes!r}") from None
     if not len(edges) or not np.all(np.isfinite(edges)) or edges[0] <= 0 or np.any(np.diff(edges) <= 0):
-        raise InputError(f"sizes must be ascending positive square metres, got {list(sizes)!r}")
+        raise InputError(f"sizes must be ascending positive square metres, got {sizes!r}")
     _, pred_df, gt_df, raw, partial = _evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial,
                                                 partial_column=partial_column, raster=raster, clip=clip,
                                                 min_ref_area=min_ref_area)

@@ -483,8 +483,12 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
     if classes is not None:
         table = classes.assign(m2=[f"{lo:g}-{hi:g}" if hi != float("inf") else f">= {lo:g}"
                                    for lo, hi in zip(classes.min_m2, classes.max_m2)])
-        click.echo(table[["m2", "tp", "fp", "fn", "precision", "recall", "f1", "mean_iou"]]
-                   .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        scores = ["precision", "recall", "f1", "mean_iou"]
+        table[scores] = table[scores].where(table.tp + table.fp + table.fn > 0)  # nothing to score: "-"
+        table["precision"] = table.precision.where(table.tp + table.fp > 0)
+        table["recall"] = table.recall.where(table.tp + table.fn > 0)
+        click.echo(table[["m2", "tp", "fp", "fn", *scores]]
+                   .to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-"))
     if plot is not None:
         click.echo(f"plot -> {plot}")
 

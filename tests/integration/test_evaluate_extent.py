@@ -248,7 +248,10 @@ def test_cli_by_size(tmp_path):
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     row = next(ln for ln in lines if ln.split()[:1] == ["20-50"])
-    assert row.split()[1:4] == ["1", "0", "0"] and any(ln.split()[:2] == [">=", "500"] for ln in lines)
+    assert row.split()[1:] == ["1", "0", "0", "1.000", "1.000", "1.000", "0.750"]
+    assert next(ln for ln in lines if ln.split()[:2] == [">=", "500"]).split()[2:] == ["0", "1", "0", "0.000",
+                                                                                       "-", "0.000", "0.000"]
+    assert next(ln for ln in lines if ln.split()[:1] == ["150-500"]).split()[1:] == ["0", "0", "0"] + ["-"] * 4
     rec = json.loads(CliRunner().invoke(main, [*args, "--sizes", "50", "--json"]).output)
     assert [(s["min_m2"], s["tp"], s["fp"], s["fn"]) for s in rec["sizes"]] == [(0, 1, 0, 1), (50, 1, 1, 0)]
     for bad, msg in (("50,20", "ascending"), ("20,big", "comma-separated square metres")):
