@@ -257,14 +257,10 @@ def evaluate_by_tile(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
     import shapely
 
     from .coords import map_to_pixel
-    from .metrics import by_cell
 
     if not (isinstance(tile_size, int) and tile_size > 0):
         raise InputError(f"tile_size must be a positive whole number, got {tile_size!r}")
     info = read_info(raster)
-    _, pred_df, gt_df, raw, partial = _evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial,
-                                                partial_column=partial_column, raster=raster, clip=clip,
-                                                min_ref_area=min_ref_area)
 
     def cells(df):
         if not len(df):
@@ -274,7 +270,8 @@ def evaluate_by_tile(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
         return list(zip((np.floor(row) // tile_size).astype(int).tolist(),
                         (np.floor(col) // tile_size).astype(int).tolist()))
 
-    split = by_cell(raw, cells(pred_df), cells(gt_df), partial)
+    split = _split(pred, gt, cells, iou=iou, ignore_partial=ignore_partial, partial_column=partial_column,
+                   raster=raster, clip=clip, min_ref_area=min_ref_area)
     rows = [dict(row=r, col=c, **_scores(*counts)) for (r, c), counts in sorted(split.items())]
     return pd.DataFrame(rows, columns=["row", "col", *_SCORE_COLUMNS])
 
@@ -284,6 +281,15 @@ _SCORE_COLUMNS = ("tp", "fp", "fn", "precision", "recall", "f1", "mean_iou")
 #: Building size classes of :func:`evaluate_by_size`, ground m²: a hut or kiosk, a small house,
 #: a house, a large house or block, a large building.
 SIZE_CLASSES_M2 = (20.0, 50.0, 150.0, 500.0)
+
+
+def _split(pred, gt, keys, **kw) -> dict:
+    """:func:`_evaluate`'s counts split by cell: ``keys(df)`` gives each polygon's cell (predictions
+    in the reference CRS, the prepared reference); see :func:`~fastsam_geo.metrics.by_cell`."""
+    from .metrics import by_cell
+
+    _, pred_df, gt_df, raw, partial = _evaluate(pred, gt, **kw)
+    return by_cell(raw, keys(pred_df), keys(gt_df), partial)
 
 
 def _scores(tp: int, fp: int, fn: int, mean_iou: float) -> dict:
@@ -309,7 +315,6 @@ def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
     import pandas as pd
 
     from .coords import geodesic_areas
-    from .metrics import by_cell
 
     try:
         values = [v for v in sizes.replace(" ", "").split(",") if v] if isinstance(sizes, str) else sizes
@@ -318,9 +323,6 @@ def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
         raise InputError(f"sizes must be comma-separated square metres, got {sizes!r}") from None
     if not len(edges) or not np.all(np.isfinite(edges)) or edges[0] <= 0 or np.any(np.diff(edges) <= 0):
         raise InputError(f"sizes must be ascending positive square metres, got {sizes!r}")
-    _, pred_df, gt_df, raw, partial = _evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial,
-                                                partial_column=partial_column, raster=raster, clip=clip,
-                                                min_ref_area=min_ref_area)
 
     def classes(df):
         if not len(df):
@@ -329,7 +331,8 @@ def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
             raise InputError("evaluate by size needs layers with a CRS (areas are ground square metres)")
         return np.searchsorted(edges, geodesic_areas(df.geometry.values, df.crs), side="right").tolist()
 
-    split = by_cell(raw, classes(pred_df), classes(gt_df), partial)
+    split = _split(pred, gt, classes, iou=iou, ignore_partial=ignore_partial, partial_column=partial_column,
+                   raster=raster, clip=clip, min_ref_area=min_ref_area)
     bounds = [0.0, *edges.tolist(), float("inf")]
     rows = [dict(min_m2=bounds[k], max_m2=bounds[k + 1], **_scores(*split.get(k, (0, 0, 0, 0.0))))
             for k in range(len(edges) + 1)]
