@@ -9,6 +9,12 @@ YOLOv8n-seg from scratch with ultralytics (no downloads), exports a slim fp16 ch
 its inference settings, and, with --holdout, segments the held-out area's mosaics through the
 real segment_raster pipeline and scores them with fastsam_geo.evaluate (partial buildings at the
 mosaic edge ignored), sweeping the confidence threshold. Results go to OUT/report.json.
+
+The three stages can run apart (a GPU machine without the geospatial stack trains, this one
+prepares and scores): --prepare-only builds OUT/dataset and the report's dataset, schedule and
+GSD; --train-only trains from them and writes OUT/model.pt (needs only torch and ultralytics);
+--score-only scores OUT/model.pt. scripts/device_train.py runs the middle stage of several
+prepared runs at once on one GPU.
 """
 
 from __future__ import annotations
@@ -22,9 +28,6 @@ from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "true")
 
-import geopandas as gpd
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FASTSAM_GEO_SHARED", ROOT.parent / "shared")) / "data" / "oam_osm"
 AREAS = sorted(p.name for p in DATA.iterdir()) if DATA.exists() else []
@@ -33,6 +36,8 @@ AREAS = sorted(p.name for p in DATA.iterdir()) if DATA.exists() else []
 def score_area(model: Path, area: str | Path, tile_size: int, confs: list[float]) -> dict:
     """Segment both mosaics of ``area`` (a name under DATA, or a folder laid out the same way)
     at the lowest conf, then score each threshold."""
+    import geopandas as gpd
+
     from fastsam_geo import segment_raster
     from fastsam_geo.api import evaluate
     from fastsam_geo.engine import FastSAMSegmenter
@@ -138,6 +143,71 @@ def loao_summary(loao: dict, areas: list[str]) -> dict:
     return out
 
 
+def prepare(args: argparse.Namespace, train_areas: list[str], extra: list[Path]) -> dict:
+    """Build OUT/dataset from the training areas; the report's dataset, schedule, GSD and input levels."""
+    import geopandas as gpd
+    import pandas as pd
+
+    from fastsam_geo.dataset import build_dataset
+    from fastsam_geo.raster import measure_levels
+    from fastsam_geo.training import AERIAL_AUG, training_gsd
+
+    dirs = [DATA / a for a in train_areas] + extra
+    images = [d / f"mosaic_z20_{s}.tif" for d in dirs for s in "ab"]
+    levels = measure_levels(images)  # where its 8-bit training imagery lies: non-uint8 input is stretched to it
+    out = {"input_levels": {"percentiles": list(levels.percentiles), "values": list(levels.values)}}
+    if args.score_only:
+        return out
+    frames = [gpd.read_file(d / "labels_osm.geojson").to_crs(4326) for d in dirs]
+    labels = gpd.GeoDataFrame(pd.concat(frames), crs=4326)
+    summary = build_dataset(images, labels, args.out / "dataset", tile_size=args.tile_size,
+                            overlap=args.overlap, val_fraction=args.val_fraction, keep_empty=0.3,
+                            seed=args.seed, coarsen=args.coarsen)
+    out["dataset"] = {k: v for k, v in vars(summary).items() if k != "images"}
+    out["schedule"] = schedule(summary.train_tiles, args.batch, args.epochs, args.close_mosaic, args.steps)
+    out["gsd"] = training_gsd(summary, args.imgsz)
+    out["augmentation"] = dict(AERIAL_AUG) if args.aug == "aerial" else {}  # the train stage needs no geo stack
+    return out
+
+
+def train(args: argparse.Namespace, report: dict, model: Path, arch: str, itile: int, iimg: int) -> None:
+    """Train from OUT/dataset as the report's schedule (or --minutes) says; export OUT/model.pt + card."""
+    from fastsam_geo.engine import export_checkpoint, train_yolo
+
+    data_yaml = args.out / "dataset" / "data.yaml"
+    if args.train_only:  # prepared elsewhere: point the yaml at this copy of the dataset
+        text = data_yaml.read_text().splitlines()
+        data_yaml.write_text("\n".join([f"path: {data_yaml.parent.resolve()}", *text[1:]]) + "\n")
+    epochs, close_mosaic = report["schedule"]["epochs"], report["schedule"]["close_mosaic"]
+    hyp = dict(report["augmentation"], copy_paste=args.copy_paste, close_mosaic=close_mosaic)
+    if args.cache != "none":
+        hyp["cache"] = args.cache
+    if args.minutes:  # ultralytics stops at the budget; start from a long schedule it then re-fits
+        hyp["time"] = args.minutes / 60
+        hyp["close_mosaic_share"] = close_mosaic / epochs if close_mosaic else None
+        epochs = max(epochs, 1000)
+    t0 = time.perf_counter()
+    best = train_yolo(data_yaml, args.out / "yolo", base=args.base, epochs=epochs, imgsz=args.imgsz,
+                      batch=args.batch, seed=args.seed, val=args.val_fraction > 0, device=args.device,
+                      workers=args.workers, **hyp)
+    report["train_minutes"] = round((time.perf_counter() - t0) / 60, 1)
+    if args.minutes:  # what the budget came to
+        rows = (args.out / "yolo" / "train" / "results.csv").read_text().strip().splitlines()[1:]
+        per_epoch = math.ceil(report["dataset"]["train_tiles"] / args.batch)
+        report["schedule"] = {"epochs": len(rows), "steps": len(rows) * per_epoch, "minutes": args.minutes,
+                              "close_mosaic_share": hyp["close_mosaic_share"], "batch": args.batch,
+                              "device": args.device}
+        epochs = len(rows)
+    export_checkpoint(best, model, name="buildings-nano", arch=arch, imgsz=iimg,
+                      tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
+                      epochs=epochs, train_areas=report["train_areas"], holdout=args.holdout)
+    card = dict(name=f"buildings-nano ({'all areas' if not args.holdout else 'without ' + args.holdout})",
+                imgsz=iimg, tile_size=itile, conf=args.conf, iou=args.iou, epochs=epochs,
+                steps=report["schedule"]["steps"], train_areas=report["train_areas"], arch=arch,
+                holdout=args.holdout, coarsen=args.coarsen, **report["gsd"], input_levels=report["input_levels"])
+    model.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--holdout", default=None, help="area left out of training and scored")
@@ -167,6 +237,17 @@ def main() -> None:
     ap.add_argument("--val-fraction", type=float, default=0.0,
                     help="spatial val split inside the training areas (0: validate on train; the "
                          "held-out area is the real test)")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="train for this long instead (ultralytics' time budget: the epoch count is "
+                         "re-estimated after each epoch and --close-mosaic keeps its share of the run)")
+    ap.add_argument("--device", default="auto", help="cpu, 0 (first GPU), auto")
+    ap.add_argument("--workers", type=int, default=2, help="dataloader processes")
+    ap.add_argument("--cache", choices=["none", "ram"], default="none",
+                    help="ram: decode the training tiles once (faster epochs; same pixels)")
+    ap.add_argument("--prepare-only", action="store_true",
+                    help="only build OUT/dataset and the report's dataset/schedule/GSD (needs the geo stack)")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train from a prepared OUT (needs only torch + ultralytics) and write OUT/model.pt")
     ap.add_argument("--score-only", action="store_true",
                     help="reuse OUT/model.pt, only score (with --export: write the card, keep the exported weights)")
     ap.add_argument("--loao-only", action="store_true",
@@ -188,49 +269,39 @@ def main() -> None:
         print(json.dumps(card.get("leave_one_area_out_summary"), indent=1))
         return
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
-    from fastsam_geo.dataset import build_dataset
-    from fastsam_geo.engine import export_checkpoint, train_yolo
-    from fastsam_geo.raster import measure_levels
-    from fastsam_geo.training import AERIAL_AUG, training_gsd
-
-    train_areas = [a for a in AREAS if a != args.holdout]
+    args.out.mkdir(parents=True, exist_ok=True)
+    report_path = args.out / "report.json"
+    prepared = json.loads(report_path.read_text()) if args.train_only else {}
+    train_areas = prepared.get("train_areas") or [a for a in AREAS if a != args.holdout]
     extra = [d.resolve() for d in args.extra_train]
     if leak := trained_and_held_out(train_areas + extra, args.holdout, args.unseen):
         raise SystemExit(f"error: {', '.join(leak)} would be trained on and scored as held out")
     arch = Path(args.base).stem  # yolov8n-seg.yaml -> yolov8n-seg
     itile, iimg = args.infer_tile or args.tile_size, args.infer_imgsz or args.imgsz
-    args.out.mkdir(parents=True, exist_ok=True)
     model = args.out / "model.pt"
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()},
-                    "train_areas": train_areas + [d.name for d in extra]}
-    dirs = [DATA / a for a in train_areas] + extra
-    images = [d / f"mosaic_z20_{s}.tif" for d in dirs for s in "ab"]
-    levels = measure_levels(images)  # where its 8-bit training imagery lies: non-uint8 input is stretched to it
-    input_levels = {"percentiles": list(levels.percentiles), "values": list(levels.values)}
+                    "train_areas": prepared.get("train_areas") or train_areas + [d.name for d in extra]}
+    if args.score_only and report_path.exists():  # trained earlier (or elsewhere): keep what it took
+        report["train_minutes"] = json.loads(report_path.read_text()).get("train_minutes")
+    if args.train_only:
+        report.update({k: prepared[k] for k in ("dataset", "schedule", "gsd", "input_levels", "augmentation")})
+        report["prepare_args"] = prepared["args"]
+    elif not args.score_only or args.export:
+        report.update(prepare(args, train_areas, extra))
+        if args.prepare_only:
+            report_path.write_text(json.dumps(report, indent=2))
+            print(json.dumps(report["schedule"]))
+            return
+    else:
+        old = json.loads(report_path.read_text()) if report_path.exists() else {}
+        report["input_levels"] = old.get("input_levels")
+    input_levels = report.get("input_levels")
     if not args.score_only:
-        frames = [gpd.read_file(d / "labels_osm.geojson").to_crs(4326) for d in dirs]
-        labels = gpd.GeoDataFrame(pd.concat(frames), crs=4326)
-        t0 = time.perf_counter()
-        summary = build_dataset(images, labels, args.out / "dataset", tile_size=args.tile_size,
-                                overlap=args.overlap, val_fraction=args.val_fraction, keep_empty=0.3,
-                                seed=args.seed, coarsen=args.coarsen)
-        report["dataset"] = {k: v for k, v in vars(summary).items() if k != "images"}
-        report["schedule"] = schedule(summary.train_tiles, args.batch, args.epochs, args.close_mosaic, args.steps)
-        epochs, close_mosaic = report["schedule"]["epochs"], report["schedule"]["close_mosaic"]
-        hyp = dict(AERIAL_AUG if args.aug == "aerial" else {}, copy_paste=args.copy_paste,
-                   close_mosaic=close_mosaic)
-        best = train_yolo(summary.yaml, args.out / "yolo", base=args.base, epochs=epochs,
-                          imgsz=args.imgsz, batch=args.batch, seed=args.seed, val=args.val_fraction > 0, **hyp)
-        report["train_minutes"] = round((time.perf_counter() - t0) / 60, 1)
-        export_checkpoint(best, model, name="buildings-nano", arch=arch, imgsz=iimg,
-                          tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
-                          epochs=epochs, train_areas=report["train_areas"], holdout=args.holdout)
-        report["gsd"] = training_gsd(summary, args.imgsz)
-        card = dict(name=f"buildings-nano ({'all areas' if not args.holdout else 'without ' + args.holdout})",
-                    imgsz=iimg, tile_size=itile, conf=args.conf, iou=args.iou, epochs=epochs,
-                    steps=report["schedule"]["steps"], train_areas=report["train_areas"], arch=arch,
-                    holdout=args.holdout, coarsen=args.coarsen, **report["gsd"], input_levels=input_levels)
-        model.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+        train(args, report, model, arch, itile, iimg)
+        if args.train_only:
+            report_path.write_text(json.dumps(report, indent=2))
+            print(json.dumps({k: report[k] for k in ("schedule", "train_minutes")}))
+            return
     confs = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5]
     if args.holdout:
         report["holdout"] = {args.holdout: score_area(model, args.holdout, itile, confs)}
@@ -239,7 +310,7 @@ def main() -> None:
                             for d in args.unseen}
     if args.export:
         from fastsam_geo import evaluate, segment_raster
-        from fastsam_geo.engine import FastSAMSegmenter
+        from fastsam_geo.engine import FastSAMSegmenter, export_checkpoint
         from fastsam_geo.samples import ATTRIBUTION, SAMPLE_IMAGE, SAMPLE_LABELS
 
         pred = segment_raster(SAMPLE_IMAGE, segmenter=FastSAMSegmenter(model), tile_size=itile)
@@ -258,7 +329,10 @@ def main() -> None:
             "input_levels_note": "where the 2nd and 98th percentiles of its 8-bit training imagery lie (bands "
                                  "pooled, median over the training mosaics: fastsam_geo.raster.measure_levels); "
                                  "non-uint8 imagery is stretched to them, one map for all bands",
-            "epochs": args.epochs, "steps": args.steps, "augmentation": args.aug, "coarsen": args.coarsen,
+            "epochs": run_card.get("epochs", args.epochs), "steps": run_card.get("steps", args.steps),
+            "schedule": json.loads((args.out / "report.json").read_text()).get("schedule")
+            if (args.out / "report.json").exists() else None,
+            "augmentation": args.aug, "coarsen": args.coarsen,
             "seed": args.seed,
             "train_areas": report["train_areas"], "train_minutes": report.get("train_minutes"),
             "data": "HOT fAIr-utilities training data (hotosm/fAIr-utilities 61f15156, ramp-data/TRAIN/HOTOSM/2): "
@@ -272,7 +346,8 @@ def main() -> None:
             "unseen_areas": report.get("unseen"),
             "script": "scripts/train_buildings.py " + " ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                if v not in (None, False, []) and k not in ("score_only", "unseen", "extra_train"))
+                if v not in (None, False, []) and k not in ("score_only", "train_only", "prepare_only", "unseen",
+                                                          "extra_train"))
                 + "".join(f" --extra-train extdata/{d.name}" for d in extra),
         }
         card.update(loao_summary(loao, train_areas))
@@ -282,7 +357,7 @@ def main() -> None:
         if not (args.score_only and args.export.exists()):  # re-exporting would change the pinned bytes
             export_checkpoint(model, args.export, name="buildings-nano", arch=arch, imgsz=iimg,
                               tile_size=itile, conf=args.conf, iou=args.iou, classes=["building"],
-                              epochs=args.epochs, train_areas=report["train_areas"])
+                              epochs=run_card.get("epochs", args.epochs), train_areas=report["train_areas"])
         args.export.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         report["export"] = {"sample_f1": sample.f1, "in_sample": in_sample}
     prev = json.loads((args.out / "report.json").read_text()) if (args.out / "report.json").exists() else {}

@@ -61,7 +61,8 @@ def make_untrained_checkpoint(path: str | os.PathLike, *, arch: str = "s", nc: i
 
 def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base: str = "yolov8n-seg.yaml",
                epochs: int = 100, imgsz: int = 512, batch: int = 8, device: str = "auto",
-               seed: int = 0, workers: int = 2, patience: int = 0, trust: bool | None = None, **hyp: Any) -> Path:
+               seed: int = 0, workers: int = 2, patience: int = 0, trust: bool | None = None,
+               close_mosaic_share: float | None = None, **hyp: Any) -> Path:
     """Train a YOLOv8-seg model offline with ultralytics; return the best checkpoint's path.
 
     ``base``: an architecture yaml (``yolov8n-seg.yaml``: from scratch) or weights to fine-tune
@@ -71,7 +72,14 @@ def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base
     the rest of ultralytics' network calls are stubbed for the duration (:func:`_offline`).
     torch's thread count, which ultralytics' trainer resets, is given back to the process
     afterwards. ``hyp`` are ultralytics train arguments (augmentation, lr, ...).
+
+    ``close_mosaic_share`` (0..1): the share of the run's epochs trained without mosaic, kept
+    when ultralytics re-estimates the epoch count after each epoch of a time-budgeted run
+    (``time=`` hours): a fixed ``close_mosaic`` count would be a different share of a run
+    whose length is only known once it has started (:func:`_keep_close_mosaic_share`).
     """
+    if close_mosaic_share is not None and not 0.0 < close_mosaic_share < 1.0:
+        raise ModelError(f"close_mosaic_share must lie between 0 and 1, got {close_mosaic_share!r}")
     _torch()
     from ultralytics import YOLO
 
@@ -88,6 +96,9 @@ def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base
             model = YOLO(base, task="segment")
         except Exception as exc:  # refused by restricted unpickling, corrupt file, bad yaml...
             raise load_error(base, exc, safe) from exc
+        if close_mosaic_share is not None:
+            args["close_mosaic"] = max(1, round(close_mosaic_share * epochs))  # arms the trainer's gate
+            model.add_callback("on_fit_epoch_end", _keep_close_mosaic_share(close_mosaic_share))
         try:
             model.train(**args)
         except ModelError:
@@ -99,6 +110,17 @@ def train_yolo(data_yaml: str | os.PathLike, workdir: str | os.PathLike, *, base
     if not best.exists():
         best = Path(workdir) / "train" / "weights" / "last.pt"
     return best
+
+
+def _keep_close_mosaic_share(share: float):
+    """An ``on_fit_epoch_end`` callback setting the trainer's ``close_mosaic`` (a count of last
+    epochs) to ``share`` of its current epoch count, which a time-budgeted run re-estimates after
+    every epoch; the trainer compares ``epoch >= epochs - close_mosaic`` at each epoch's start."""
+
+    def callback(trainer: Any) -> None:
+        trainer.args.close_mosaic = max(1, round(share * trainer.epochs))
+
+    return callback
 
 
 def resolve_base(base: str | os.PathLike, trust: bool | None = None) -> tuple[str, bool]:

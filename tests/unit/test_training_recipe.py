@@ -71,3 +71,55 @@ def test_an_area_trained_on_is_never_also_scored_as_unseen(tmp_path):
     assert tb.trained_and_held_out([*areas, nepal], None, [nepal / ".." / nepal.name]) == ["hot_aoi3_kathmandu"]
     assert tb.trained_and_held_out(areas, "aoi2_kampala_uganda", []) == ["aoi2_kampala_uganda"]
     assert tb.trained_and_held_out([nepal / "x" / ".."], None, [nepal]) == ["hot_aoi3_kathmandu"]
+
+
+# --- a time-budgeted run (--minutes, as on the GPU) keeps the recipe's share of mosaic-free epochs ---
+
+@given(st.floats(0.01, 0.99), st.lists(st.integers(2, 2000), min_size=1, max_size=30))
+def test_mosaic_free_epochs_follow_a_re_estimated_run_length(share, estimates):
+    from types import SimpleNamespace
+
+    from fastsam_geo.engine.train import _keep_close_mosaic_share
+
+    callback = _keep_close_mosaic_share(share)
+    trainer = SimpleNamespace(args=SimpleNamespace(close_mosaic=5), epochs=0)
+    for epochs in estimates:  # ultralytics re-estimates trainer.epochs after every epoch
+        trainer.epochs = epochs
+        callback(trainer)
+        assert trainer.args.close_mosaic == max(1, round(share * epochs))
+        assert 1 <= trainer.args.close_mosaic <= epochs
+
+
+def test_a_share_outside_0_1_is_refused_before_anything_loads(tmp_path):
+    import pytest
+
+    from fastsam_geo.engine import train_yolo
+    from fastsam_geo.errors import ModelError
+
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ModelError, match="close_mosaic_share"):
+            train_yolo(tmp_path / "missing.yaml", tmp_path, close_mosaic_share=bad)
+
+
+def test_the_training_stage_needs_no_geospatial_stack():
+    """The GPU machine that trains (--train-only) has torch and ultralytics but no rasterio,
+    GDAL, shapely, pyproj or geopandas: the script and the training stage's imports must load
+    without them (a top-level import of any of them would break every GPU run)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "train_buildings.py"
+    code = f"""
+import sys, importlib.abc, importlib.util
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split('.')[0] in {{'rasterio', 'geopandas', 'shapely', 'pyproj', 'pyogrio', 'polars'}}:
+            raise ImportError('no ' + name + ' on the GPU machine')
+sys.meta_path.insert(0, Block())
+spec = importlib.util.spec_from_file_location('tb', {str(script)!r})
+tb = importlib.util.module_from_spec(spec); spec.loader.exec_module(tb)
+from fastsam_geo.engine import export_checkpoint, train_yolo
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
