@@ -313,7 +313,8 @@ def main() -> None:
         from fastsam_geo.engine import FastSAMSegmenter, export_checkpoint
         from fastsam_geo.samples import ATTRIBUTION, SAMPLE_IMAGE, SAMPLE_LABELS
 
-        pred = segment_raster(SAMPLE_IMAGE, segmenter=FastSAMSegmenter(model), tile_size=itile)
+        # at the card's threshold (a run trained elsewhere carries the one it was trained with)
+        pred = segment_raster(SAMPLE_IMAGE, segmenter=FastSAMSegmenter(model, conf=args.conf), tile_size=itile)
         sample = evaluate(pred, SAMPLE_LABELS, iou=0.5, ignore_partial=True)
         prev_path = args.export.with_suffix(".json")
         prev = json.loads(prev_path.read_text()) if prev_path.exists() else {}

@@ -260,13 +260,15 @@ def flat_tile(tone: int, shape=(1024, 1024), sigma: float = 1.5, seed: int = 0) 
 @pytest.mark.parametrize("tta", [False, True])
 def test_no_masks_on_a_flat_white_tile_though_the_network_draws_some(tta):
     """The bundled model draws roof-sized boxes on flat white (a mosaic's fill collar without
-    nodata, blown-out sand, cloud); the featureless filter drops them, flipped views too."""
+    nodata, blown-out sand, cloud) at a low threshold (the GPU-trained model only below about
+    0.05; the 40-epoch one did at its card's 0.25); the featureless filter drops them, flipped
+    views too."""
     from fastsam_geo.engine import BUNDLED_PATH
 
     tiles = [flat_tile(240), flat_tile(200, seed=1)]
-    raw = FastSAMSegmenter(BUNDLED_PATH, device="cpu", flat_std=0, tta=tta)(tiles)
+    raw = FastSAMSegmenter(BUNDLED_PATH, device="cpu", flat_std=0, tta=tta, conf=0.01)(tiles)
     assert sum(len(r) for r in raw) >= 2  # what the network itself draws there
-    assert [len(r) for r in FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=tta)(tiles)] == [0, 0]
+    assert [len(r) for r in FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=tta, conf=0.01)(tiles)] == [0, 0]
 
 
 def test_the_featureless_filter_keeps_what_a_tile_with_texture_gives(untrained_fastsam_s, rng):
@@ -292,6 +294,6 @@ def test_flipped_views_are_judged_on_flipped_pixels():
     def on_white(inst):
         return int((inst.boxes[:, 0] >= 512 + 5).sum())
 
-    assert on_white(FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=True, flat_std=0)([img])[0]) > 0
-    kept = FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=True)([img])[0]
+    assert on_white(FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=True, flat_std=0, conf=0.01)([img])[0]) > 0
+    kept = FastSAMSegmenter(BUNDLED_PATH, device="cpu", tta=True, conf=0.01)([img])[0]
     assert on_white(kept) == 0 and len(kept) > 10

@@ -12,6 +12,7 @@ from pyproj import Transformer
 
 from fastsam_geo import Options, segment_raster
 from fastsam_geo.cli import main
+from fastsam_geo.engine import BUNDLED_PATH
 from fastsam_geo.errors import GsdWarning, InputError
 from fastsam_geo.gsd import ground_gsd, plan
 from fastsam_geo.samples import SAMPLE_IMAGE
@@ -70,7 +71,9 @@ def test_auto_sizes_tiles_from_the_card(tmp_path, tif):
     assert SegmentedRaster(tif, segmenter=ColourSegmenter(), gsd=0.6).options.tile_size in (2047, 2048)
     # the bundled model's card: its mosaics and sample are within its range, tiles unchanged
     bundled = SegmentedRaster(SAMPLE_IMAGE)
-    assert bundled.gsd.model_gsd == pytest.approx(0.147) and bundled.options.tile_size == 1024
+    card = json.loads(BUNDLED_PATH.with_suffix(".json").read_text())
+    assert 0.14 < card["gsd"] < 0.16  # ground metres of its ~0.15 m drone mosaics, not CRS units
+    assert bundled.gsd.model_gsd == pytest.approx(card["gsd"]) and bundled.options.tile_size == 1024
 
 
 def test_within_ten_percent_of_the_model_keeps_the_tiles():
