@@ -240,7 +240,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=None,
                     help="train for this long instead (ultralytics' time budget: the epoch count is "
                          "re-estimated after each epoch and --close-mosaic keeps its share of the run)")
-    ap.add_argument("--device", default="auto", help="cpu, 0 (first GPU), auto")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--workers", type=int, default=2, help="dataloader processes")
     ap.add_argument("--cache", choices=["none", "ram"], default="none",
                     help="ram: decode the training tiles once (faster epochs; same pixels)")
@@ -271,7 +271,8 @@ def main() -> None:
     os.environ.setdefault("YOLO_CONFIG_DIR", str(args.out / "yolo-config"))
     args.out.mkdir(parents=True, exist_ok=True)
     report_path = args.out / "report.json"
-    prepared = json.loads(report_path.read_text()) if args.train_only else {}
+    old = json.loads(report_path.read_text()) if report_path.exists() else {}  # an earlier stage's
+    prepared = old if args.train_only else {}
     train_areas = prepared.get("train_areas") or [a for a in AREAS if a != args.holdout]
     extra = [d.resolve() for d in args.extra_train]
     if leak := trained_and_held_out(train_areas + extra, args.holdout, args.unseen):
@@ -281,8 +282,8 @@ def main() -> None:
     model = args.out / "model.pt"
     report: dict = {"args": {k: str(v) for k, v in vars(args).items()},
                     "train_areas": prepared.get("train_areas") or train_areas + [d.name for d in extra]}
-    if args.score_only and report_path.exists():  # trained earlier (or elsewhere): keep what it took
-        report["train_minutes"] = json.loads(report_path.read_text()).get("train_minutes")
+    if args.score_only:  # trained earlier (or elsewhere): keep what it took
+        report["train_minutes"] = old.get("train_minutes")
     if args.train_only:
         report.update({k: prepared[k] for k in ("dataset", "schedule", "gsd", "input_levels", "augmentation")})
         report["prepare_args"] = prepared["args"]
@@ -293,7 +294,6 @@ def main() -> None:
             print(json.dumps(report["schedule"]))
             return
     else:
-        old = json.loads(report_path.read_text()) if report_path.exists() else {}
         report["input_levels"] = old.get("input_levels")
     input_levels = report.get("input_levels")
     if not args.score_only:
@@ -331,8 +331,7 @@ def main() -> None:
                                  "pooled, median over the training mosaics: fastsam_geo.raster.measure_levels); "
                                  "non-uint8 imagery is stretched to them, one map for all bands",
             "epochs": run_card.get("epochs", args.epochs), "steps": run_card.get("steps", args.steps),
-            "schedule": json.loads((args.out / "report.json").read_text()).get("schedule")
-            if (args.out / "report.json").exists() else None,
+            "schedule": report.get("schedule") or old.get("schedule"),
             "augmentation": args.aug, "coarsen": args.coarsen,
             "seed": args.seed,
             "train_areas": report["train_areas"], "train_minutes": report.get("train_minutes"),
@@ -361,7 +360,7 @@ def main() -> None:
                               epochs=run_card.get("epochs", args.epochs), train_areas=report["train_areas"])
         args.export.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
         report["export"] = {"sample_f1": sample.f1, "in_sample": in_sample}
-    prev = json.loads((args.out / "report.json").read_text()) if (args.out / "report.json").exists() else {}
+    prev = dict(old)
     prev.update(report)
     (args.out / "report.json").write_text(json.dumps(prev, indent=2))
     print(json.dumps({k: report.get(k) for k in ("holdout", "export")}, indent=1))
