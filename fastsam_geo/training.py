@@ -41,6 +41,12 @@ AERIAL_AUG = dict(flipud=0.5, fliplr=0.5, degrees=10.0, scale=0.5, translate=0.1
 """Default augmentation (ultralytics train arguments) for overhead imagery: flips both ways and
 small rotations (an aerial scene has no "up"), scale, colour. The bundled model's recipe."""
 
+TIMED_CLOSE_MOSAIC_SHARE = 0.125
+"""With ``minutes``, the last 12.5 % of the epochs train without mosaic, as the bundled model's
+recipe does (5 of 40): a time-budgeted run learns its epoch count only once it runs, so
+ultralytics' fixed ``close_mosaic=10`` would turn mosaic off for 10 of a 5-minute fine-tune's
+~15 epochs. A ``close_mosaic`` (count) or ``close_mosaic_share`` in ``hyp`` overrides it."""
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -127,6 +133,8 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         args = dict(AERIAL_AUG, **(hyp or {}))
         if minutes is not None:
             args["time"] = minutes / 60  # ultralytics: hours, overrides epochs
+            if "close_mosaic" not in args and "close_mosaic_share" not in args:
+                args["close_mosaic_share"] = TIMED_CLOSE_MOSAIC_SHARE
         best_weights = train_yolo(summary.yaml, work / "yolo", base=base, epochs=epochs, imgsz=imgsz,
                                   batch=batch, device=device, seed=seed, **args)
         train_minutes = (time.perf_counter() - t_start) / 60
@@ -139,6 +147,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         card = dict(
             **meta, fastsam_geo=__version__, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             train_minutes=round(train_minutes, 1), minutes_budget=minutes, train_imgsz=imgsz, coarsen=coarsen,
+            close_mosaic=_close_mosaic_record(args),
             train_tile_size_at_gsd=tile_size, python=platform.python_version(),
             gsd_note=("ground m/px the network saw in training (each raster's ground GSD x native tile / imgsz); "
                       "segment --gsd auto resamples imagery to it"),
@@ -223,6 +232,14 @@ def training_gsd(summary, imgsz: int) -> dict:
     if not seen:
         return {}
     return dict(gsd=round(statistics.median(seen), 4), gsd_range=[round(min(seen), 4), round(max(seen), 4)])
+
+
+def _close_mosaic_record(args: dict) -> dict:
+    """For the card: how many last epochs trained without mosaic, a share of a time-budgeted
+    run's epochs or a count (ultralytics' default 10 when none was given)."""
+    if args.get("close_mosaic_share") is not None:
+        return {"share": args["close_mosaic_share"]}
+    return {"epochs": int(args.get("close_mosaic", 10))}
 
 
 def _base_card(base: str | os.PathLike) -> dict | None:
