@@ -34,6 +34,7 @@ from .gsd import model_gsd
 from .gsd import validate as validate_gsd
 from .metrics import MatchResult
 from .models import model_card
+from .options import Options
 from .raster import measure_levels, model_levels, read_info
 
 AERIAL_AUG = dict(flipud=0.5, fliplr=0.5, degrees=10.0, scale=0.5, translate=0.1, mosaic=1.0,
@@ -202,7 +203,7 @@ def _validate_into(card: dict, meta: dict, conf_source: str, output: Path, best_
 
             with warnings.catch_warnings():  # its "checkpoints are code" notice came with training
                 warnings.simplefilter("ignore", UntrustedCheckpointWarning)
-                base_seg = FastSAMSegmenter(resolve_base(base)[0], conf=base_conf)  # restricted as before
+                base_seg = FastSAMSegmenter(resolve_base(base)[0], **_as_segment(conf=base_conf))  # restricted
             before = validate_model(base_seg, summary.val_regions, gdf, confs=[base_conf])
             card["validation_base"] = before
             if val["f1"] < before["f1"] - 0.05:
@@ -289,7 +290,7 @@ def validate_model(model: str | os.PathLike | object, regions, labels: gpd.GeoDa
     else:
         with warnings.catch_warnings():  # the model this run just wrote: no "checkpoints are code" notice
             warnings.simplefilter("ignore", UntrustedCheckpointWarning)
-            seg = FastSAMSegmenter(model, trust=True, conf=min(confs))
+            seg = FastSAMSegmenter(model, trust=True, **_as_segment(conf=min(confs)))
     counts = {c: [0, 0, 0] for c in confs}
     for path, bounds in regions:
         crs = read_info(path).crs
@@ -303,6 +304,12 @@ def validate_model(model: str | os.PathLike | object, regions, labels: gpd.GeoDa
     rows = {c: _scores(*counts[c]) for c in confs}
     best = max(confs, key=lambda c: (rows[c]["f1"], -abs(c - near) if near is not None else c))
     return dict(iou=0.5, best_conf=best, **rows[best], by_conf={f"{c:g}": rows[c] for c in confs})
+
+
+def _as_segment(**changes) -> dict:
+    """The engine settings ``segment --model`` uses (``--gsd auto``: coarse tiles enlarged
+    bicubically), with ``changes``: a model is validated on the pixels it will be run on."""
+    return dict(Options().engine(), **changes)
 
 
 def _scores(tp: int, fp: int, fn: int) -> dict:

@@ -341,6 +341,31 @@ def test_validation_scores_every_threshold_from_one_segmentation(tiny):
     assert validate_model(Scored(), [region], truth)["best_conf"] == 0.3
 
 
+def test_validation_segments_with_the_settings_segment_uses(tiny, monkeypatch):
+    """The threshold a model takes is chosen on its validation area; it must see the pixels
+    `segment --model` will feed it (--gsd auto enlarges coarse tiles bicubically, not bilinearly)."""
+    from fastsam_geo import engine, training
+    from fastsam_geo.options import Options
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def recorder(weights, **kw):
+        seen.update(kw)
+        raise Stop
+
+    monkeypatch.setattr(engine, "FastSAMSegmenter", recorder)
+    _, tif, labels, _ = tiny
+    with pytest.raises(Stop):
+        training.validate_model("some.pt", [(tif, (0, 0, 1, 1))], gpd.read_file(labels), confs=[0.1, 0.3])
+    expect = Options().engine()
+    assert expect["upsample"] == "cubic"
+    assert {k: seen.get(k) for k in expect if k != "conf"} == {k: v for k, v in expect.items() if k != "conf"}
+    assert seen["conf"] == 0.1  # the lowest asked: higher ones are filtered from one segmentation
+
+
 def test_a_fine_tune_worse_than_its_base_on_the_validation_area_says_so(tiny, tmp_path, monkeypatch):
     """Fine-tuning on labels offset from the imagery (measured: Nairobi, 2-5 m) can leave a model
     worse than its base; the run compares both on its validation area, records the base's score
