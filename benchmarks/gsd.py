@@ -9,7 +9,9 @@ file, segmented by ``segment_raster`` (real pipeline) and scored by ``evaluate``
 mosaic's OpenStreetMap footprints at IoU >= 0.5, edge-cut buildings (``partial=1``) ignored.
 Printed, measured in this run: F1 per mosaic and pooled (TP/FP/FN summed) for every
 resolution x mode. At native resolution ``auto`` keeps the tiles (the mosaics lie within the
-model's training range), so it is run once and reported for both.
+model's training range), so it is run once and reported for both. ``auto-plain`` is ``auto``
+without what it does on imagery 2.5x coarser than the model's (sharpened tiles,
+:func:`fastsam_geo.gsd.coarse_settings`), to show what that is worth.
 
     python benchmarks/gsd.py [--mosaics aoi1_zanzibar_tanzania/b ...] [--gsds 0.3 0.5]
 """
@@ -77,11 +79,12 @@ def main() -> None:
         for gsd in [None, *args.gsds]:
             path = tif if gsd is None else resample(tif, gsd, tmp / f"{area}_{side}_{gsd:g}.tif")
             res = "native" if gsd is None else f"{gsd:g} m"
-            for mode in ("auto", "native"):
-                if gsd is None and mode == "native":
+            for mode in ("auto", "auto-plain", "native"):
+                if gsd is None and mode != "auto":
                     rows.setdefault((res, mode), {})[m] = rows[(res, "auto")][m]
                     continue
-                pred = segment_raster(path, segmenter=args.model, gsd=mode)
+                plain = dict(sharpen=0.0) if mode == "auto-plain" else {}
+                pred = segment_raster(path, segmenter=args.model, gsd=mode.split("-")[0], **plain)
                 r = evaluate(pred, labels, iou=0.5, ignore_partial=True)
                 rows.setdefault((res, mode), {})[m] = (r.tp, r.fp, r.fn)
                 print(f"{m:34s} {res:7s} --gsd {mode:6s} F1 {r.f1:.3f} (tp {r.tp} fp {r.fp} fn {r.fn})",

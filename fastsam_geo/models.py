@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GsdWarning, InputError, ModelError
-from .gsd import GsdPlan, ModelGsd, far_off, ground_gsd, model_gsd, plan
+from .gsd import GsdPlan, ModelGsd, coarse_settings, far_off, ground_gsd, model_gsd, plan
 from .options import Options
 from .types import Instances, MaskSet
 
@@ -98,7 +98,7 @@ def segmenter_key(model: object = None, options: Options | None = None) -> str |
     return str(key) if key else None
 
 
-_NETWORK = ("conf", "iou", "imgsz", "max_det", "half", "tta", "upsample")
+_NETWORK = ("conf", "iou", "imgsz", "max_det", "half", "tta", "upsample", "sharpen")
 
 
 def check_weights(model: str | os.PathLike):
@@ -211,4 +211,10 @@ def resolve_gsd(options: Options, info, segmenter: object) -> tuple[Options, Gsd
     if msg:
         warnings.warn(msg, GsdWarning, stacklevel=3)
     p = plan(options.tile_size, options.overlap, raster, card.gsd)
-    return Options.of(options, tile_size=p.tile_size, overlap=p.overlap), p
+    changes = {}
+    if segmenter is None or (isinstance(segmenter, str | os.PathLike) and not _is_factory(segmenter)):
+        # weights this run loads into the engine (a loaded or custom segmenter keeps its settings)
+        changes = {k: v for k, v in coarse_settings(p).items() if getattr(options, k) is None}  # the user's win
+    return Options.of(options, tile_size=p.tile_size, overlap=p.overlap, **changes), p
+
+

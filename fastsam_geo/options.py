@@ -37,7 +37,9 @@ class Options:
     (confidence threshold, 0-1), ``iou`` (box NMS IoU, 0-1], ``imgsz`` (network input size,
     px), ``max_det`` (most masks per tile), ``half`` (fp16; default on CUDA), ``batch_size``
     (tiles per forward pass; default by device), ``tta`` (also run flipped tiles),
-    ``threads`` (torch CPU threads during the run).
+    ``threads`` (torch CPU threads during the run), ``sharpen`` (unsharp-mask amount for
+    tiles the network enlarges, 0-3; ``None``: :data:`~fastsam_geo.gsd.SHARPEN` where ``gsd``
+    enlarges imagery 2.5x coarser than the model's, else 0: :func:`~fastsam_geo.gsd.coarse_settings`).
 
     Objects: ``min_area`` (drop masks of fewer pixels), ``simplify`` (outline tolerance,
     pixels), ``dedup`` (masks of one object found twice, or nested in another, keep only the
@@ -85,6 +87,7 @@ class Options:
     max_area_m2: float | None = None
     fill_holes_below_m2: float = 0.0
     gsd: str | float = "auto"
+    sharpen: float | None = None
 
     def __post_init__(self) -> None:
         validate_tiling(self.tile_size, self.overlap)
@@ -107,6 +110,7 @@ class Options:
         _integer("min_area", self.min_area, 0, 2**31)
         _number("simplify", self.simplify, 0.0, 1e6)
         _number("min_quality", self.min_quality, 0.0, 1.0)
+        _number("sharpen", self.sharpen, 0.0, 3.0, optional=True)
         for name in ("simplify_m", "min_area_m2", "fill_holes_below_m2"):
             _number(name, getattr(self, name), 0.0, 1e12)
         _number("max_area_m2", self.max_area_m2, 0.0, 1e12, optional=True, open_low=True)
@@ -138,7 +142,7 @@ class Options:
         """Keyword arguments for :class:`~fastsam_geo.engine.FastSAMSegmenter` (the model's own
         settings where ours are ``None``)."""
         out = dict(conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det, half=self.half,
-                   batch_size=self.batch_size, tta=self.tta, threads=self.threads)
+                   batch_size=self.batch_size, tta=self.tta, threads=self.threads, sharpen=self.sharpen)
         out["upsample"] = "linear" if self.gsd == "native" else "cubic"  # auto enlarges coarse imagery
         return {k: v for k, v in out.items() if v is not None}
 
@@ -148,7 +152,8 @@ class Options:
         applied after the cache (dedup, merging, simplification)."""
         return dict(tile_size=self.tile_size, overlap=self.overlap, bands=self.bands, stretch=self.stretch,
                     conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det, half=self.half,
-                    tta=self.tta, min_area=self.min_area, upsample=self.engine()["upsample"])
+                    tta=self.tta, min_area=self.min_area, upsample=self.engine()["upsample"],
+                    sharpen=self.sharpen or 0.0)
 
 
 def _is_int(v: object) -> bool:

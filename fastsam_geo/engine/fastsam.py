@@ -30,6 +30,9 @@ from ..types import Instances
 from ._torch import _torch, pick_device, release_freed_memory, torch_threads
 from .weights import load_model, locate_weights
 
+SHARPEN_SIGMA = 2.0
+"""Gaussian sigma (network input pixels) of the unsharp mask ``sharpen`` applies."""
+
 
 @dataclass
 class Prepared:
@@ -76,6 +79,9 @@ class FastSAMSegmenter:
     upsample: how a tile smaller than the input is enlarged: ``"linear"`` (bilinear) or
         ``"cubic"`` (bicubic: sharper; what ``--gsd auto`` uses, since it enlarges coarse
         imagery to the model's GSD). Shrinking is always bilinear.
+    sharpen: unsharp-mask amount applied to enlarged tiles after resizing (``out = img + a *
+        (img - blur(img))``, Gaussian sigma :data:`SHARPEN_SIGMA` input pixels); 0: none.
+        ``--gsd auto`` asks for it on coarse imagery (:func:`fastsam_geo.gsd.coarse_settings`).
     flat_std: masks whose box and a 5-px ring around it vary less than this in the image (grey
         levels, standard deviation) are dropped: no object is visible there, whatever the network
         draws (:func:`~fastsam_geo.masks.featureless`; the bundled model draws roofs on flat white).
@@ -87,10 +93,13 @@ class FastSAMSegmenter:
                  max_det: int = 300, batch_size: int | None = None, threads: int | None = None,
                  half: bool | None = None, tta: bool = False, mask_margin: float | None = None,
                  mask_nms: float | None = None, trust: bool | None = None, upsample: str = "linear",
-                 flat_std: float | None = None):
+                 flat_std: float | None = None, sharpen: float = 0.0):
         if upsample not in ("linear", "cubic"):
             raise ModelError(f"upsample must be linear or cubic, got {upsample!r}")
+        if not (isinstance(sharpen, int | float) and 0.0 <= sharpen <= 3.0):
+            raise ModelError(f"sharpen must be a number in [0, 3], got {sharpen!r}")
         self.upsample = upsample
+        self.sharpen = float(sharpen)
         located = locate_weights(weights)  # bundled/official: SHA-256 checked before unpickling
         self.path = located.path
         _torch()
@@ -257,6 +266,9 @@ class FastSAMSegmenter:
             nh, nw = min(s, round(h * r)), min(s, round(w * r))
             how = cv2.INTER_CUBIC if self.upsample == "cubic" and r > 1 else cv2.INTER_LINEAR
             resized = img if (nh, nw) == (h, w) else cv2.resize(img, (nw, nh), interpolation=how)
+            if self.sharpen and r > 1:  # enlarged: give back some of the edge contrast it lost
+                blur = cv2.GaussianBlur(resized, (0, 0), SHARPEN_SIGMA)
+                resized = cv2.addWeighted(resized, 1 + self.sharpen, blur, -self.sharpen, 0)  # saturates
             py, px = (s - nh) // 2, (s - nw) // 2
             batch[i, py:py + nh, px:px + nw] = resized
             geo.append((r, float(px), float(py)))
@@ -364,7 +376,7 @@ class FastSAMSegmenter:
             h.update(f.read(1 << 20))
         return (f"{h.hexdigest()[:16]}-s{self.imgsz}-c{self.conf:g}-i{self.iou:g}-m{self.max_det}"
                 f"-h{int(self.half)}-t{int(self.tta)}-g{self.mask_margin:g}-n{self.mask_nms:g}-f{self.flat_std:g}"
-                + ("-ucubic" if self.upsample == "cubic" else ""))
+                + ("-ucubic" if self.upsample == "cubic" else "") + (f"-p{self.sharpen:g}" if self.sharpen else ""))
 
 
 

@@ -28,3 +28,22 @@ def test_auto_enlarges_bicubic_native_bilinear_and_masks_are_native(engines):
     assert inst.shape == (100, 128) and len(inst.crops) > 0
     for (x0, y0, x1, y1), crop in zip(inst.boxes, inst.crops, strict=True):
         assert crop.shape == (y1 - y0, x1 - x0) and 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 100
+
+
+def test_sharpen_restores_edge_contrast_of_enlarged_tiles_only(untrained_fastsam_s):
+    """`sharpen` (what --gsd auto asks for on coarse imagery) unsharp-masks a tile the network
+    enlarges: a blurred edge gets steeper; a tile at or above the input size is fed as before."""
+    opts = dict(device="cpu", imgsz=256, conf=0.0, max_det=5)
+    plain = load_segmenter(untrained_fastsam_s, Options(**opts))
+    sharp = load_segmenter(untrained_fastsam_s, Options(**opts, sharpen=0.6))
+    assert sharp.sharpen == 0.6 and plain.sharpen == 0.0 and sharp.cache_key != plain.cache_key
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, 32:] = 200  # one vertical edge, enlarged 4x to 256
+    tp, _ = plain.preprocess([img])
+    ts, _ = sharp.preprocess([img])
+    row_p, row_s = tp.numpy()[0, 0, 128], ts.numpy()[0, 0, 128]
+    assert np.abs(np.diff(row_s)).max() > 1.1 * np.abs(np.diff(row_p)).max()  # steeper edge
+    assert row_s.max() > row_p.max() + 0.02  # and the bright side overshoots, as an unsharp mask does
+    assert np.allclose(row_s[:100], row_p[:100], atol=1e-6) and np.allclose(row_s[-100:], row_p[-100:], atol=1e-6)
+    big = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)  # r = 1: untouched
+    assert np.array_equal(sharp.preprocess([big])[0].numpy(), plain.preprocess([big])[0].numpy())

@@ -2,19 +2,22 @@
 card, the far-off warning, --gsd native unchanged, validation."""
 
 import json
+import re
 import warnings
 
 import pytest
 import shapely
 from affine import Affine
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from pyproj import Transformer
 
 from fastsam_geo import Options, segment_raster
 from fastsam_geo.cli import main
 from fastsam_geo.engine import BUNDLED_PATH
 from fastsam_geo.errors import GsdWarning, InputError
-from fastsam_geo.gsd import ground_gsd, plan
+from fastsam_geo.gsd import COARSE, SHARPEN, coarse_settings, ground_gsd, plan
 from fastsam_geo.samples import SAMPLE_IMAGE
 from fastsam_geo.session import SegmentedRaster
 from fastsam_geo.synthetic import ColourSegmenter, PerturbedSegmenter, make_scene, write_scene
@@ -142,3 +145,61 @@ def test_cli_warns_for_far_off_imagery_and_names_the_tiling(tif, tmp_path):
     assert r.exit_code == 0, r.output
     assert "Warning: imagery at 0.3 m/px is 3.00x coarser than the model's training imagery (0.1 m/px)" in r.output
     assert "GSD: raster 0.3 m/px, model 0.1 m/px: tiles of 341 px, overlap 43" in r.output
+
+
+def test_only_imagery_enlarged_2_5x_or_more_is_sharpened():
+    assert coarse_settings(plan(1024, 128, 0.5, 0.148)) == {"sharpen": SHARPEN}  # 3.4x
+    assert coarse_settings(plan(1024, 128, 0.375, 0.15)) == {"sharpen": SHARPEN}  # 2.5x
+    assert coarse_settings(plan(1024, 128, 0.3, 0.15)) == {}  # 2x: measured no better sharpened
+    assert coarse_settings(plan(1024, 128, 0.15, 0.15)) == {}
+    assert coarse_settings(plan(1024, 128, 0.05, 0.15)) == {}  # finer imagery is shrunk, not blurred
+
+
+@given(st.floats(0.01, 10), st.floats(0.01, 10), st.floats(1.0, 4.0))
+def test_a_coarser_raster_is_sharpened_whenever_a_finer_one_is(raster, model, more):
+    fine = coarse_settings(plan(1024, 128, raster, model))
+    coarse = coarse_settings(plan(1024, 128, raster * more, model))
+    assert not fine or coarse == fine
+    assert bool(fine) == (raster / model >= COARSE) or abs(raster / model - COARSE) < 1e-9
+
+
+def test_auto_on_coarse_imagery_with_the_bundled_model(tmp_path):
+    """0.5 m imagery, the bundled model (0.148 m): sharpened tiles, its own threshold; what the
+    user sets wins; loaded or custom segmenters and native runs keep their settings."""
+    card = json.loads(BUNDLED_PATH.with_suffix(".json").read_text())
+    coarse = write_scene(make_scene(300, 300, seed=1, cell=64, res=0.5), tmp_path / "coarse.tif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GsdWarning)  # 3.4x coarser than its range: warned, tested above
+        sr = SegmentedRaster(coarse)
+        assert 0.5 / card["gsd"] > COARSE
+        assert sr.options.sharpen == SHARPEN and sr.options.conf is None  # None: the model's own
+        mine = SegmentedRaster(coarse, sharpen=0.2)
+        assert mine.options.sharpen == 0.2 and SegmentedRaster(coarse, sharpen=0.0).options.sharpen == 0.0
+        for kept in (SegmentedRaster(coarse, gsd="native"), SegmentedRaster(coarse, segmenter=FAKE),
+                     SegmentedRaster(coarse, segmenter=Carded(tmp_path, {"gsd": 0.15, "conf": 0.4}))):
+            assert (kept.options.conf, kept.options.sharpen) == (None, None)
+    native = SegmentedRaster(SAMPLE_IMAGE)  # the model's own GSD: nothing changes
+    assert (native.options.conf, native.options.sharpen) == (None, None)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 3.5, float("nan"), "x", True])
+def test_options_reject_bad_sharpen(bad):
+    with pytest.raises(InputError, match="sharpen must be a number in"):
+        Options(sharpen=bad)
+
+
+def test_cli_names_what_auto_changed_on_coarse_imagery(tmp_path):
+    coarse = write_scene(make_scene(256, 256, seed=1, cell=64, res=0.5), tmp_path / "coarse.tif")
+    run = CliRunner().invoke
+    r = run(main, ["segment", str(coarse), "-o", str(tmp_path / "a.gpkg"), "--allow-empty", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("GSD:"))
+    assert re.search(r"raster 0\.5 m/px, model 0\.14\d m/px: tiles of \d+ px, overlap \d+, sharpen 0\.6 \(", line), line
+    r = run(main, ["segment", str(coarse), "-o", str(tmp_path / "b.gpkg"), "--allow-empty", "--device", "cpu",
+                   "--sharpen", "0"])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.startswith("GSD:"))
+    assert "sharpen" not in line  # the user's own setting: nothing to announce
+    r = run(main, ["segment", str(coarse), "-o", str(tmp_path / "c.gpkg"), "--sharpen", "5"])
+    assert r.exit_code == 2 and r.output == "Error: sharpen must be a number in [0, 3], got 5.0\n"
+    assert not (tmp_path / "c.gpkg").exists()
