@@ -216,5 +216,3 @@ def resolve_gsd(options: Options, info, segmenter: object) -> tuple[Options, Gsd
         # weights this run loads into the engine (a loaded or custom segmenter keeps its settings)
         changes = {k: v for k, v in coarse_settings(p).items() if getattr(options, k) is None}  # the user's win
     return Options.of(options, tile_size=p.tile_size, overlap=p.overlap, **changes), p
-
-

@@ -150,10 +150,12 @@ class Options:
         """Everything that changes a tile's masks (for result caches): the network settings
         and the pixels it is fed. Not: device, batch size, threads (same masks), nor what is
         applied after the cache (dedup, merging, simplification)."""
-        return dict(tile_size=self.tile_size, overlap=self.overlap, bands=self.bands, stretch=self.stretch,
-                    conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det, half=self.half,
-                    tta=self.tta, min_area=self.min_area, upsample=self.engine()["upsample"],
-                    sharpen=self.sharpen or 0.0)
+        key = dict(tile_size=self.tile_size, overlap=self.overlap, bands=self.bands, stretch=self.stretch,
+                   conf=self.conf, iou=self.iou, imgsz=self.imgsz, max_det=self.max_det, half=self.half,
+                   tta=self.tta, min_area=self.min_area, upsample=self.engine()["upsample"])
+        if self.sharpen:  # only when on: unsharpened runs keep the keys (caches, resumable jobs) they had
+            key["sharpen"] = self.sharpen
+        return key
 
 
 def _is_int(v: object) -> bool:

@@ -47,8 +47,10 @@ def test_good_values_and_what_changes_a_tiles_masks():
     key = o.result_key()
     # what changes masks is in the key; what only changes speed is not
     for name, value in dict(conf=0.3, iou=0.5, imgsz=640, max_det=10, half=True, tta=True, tile_size=256,
-                            overlap=16, bands=(1,), stretch="none", min_area=4, gsd="native").items():
+                            overlap=16, bands=(1,), stretch="none", min_area=4, gsd="native", sharpen=0.6).items():
         assert Options.of(o, **{name: value}).result_key() != key, name
+    # sharpening off, whether unset or 0: the key runs had before it existed (their caches and jobs stay valid)
+    assert Options.of(o, sharpen=0.0).result_key() == key and "sharpen" not in key
     for name, value in dict(device="cpu", batch_size=2, threads=1, dedup=False, simplify=1.0,
                             prefer="score").items():
         assert Options.of(o, **{name: value}).result_key() == key, name
