@@ -237,13 +237,14 @@ def test_fine_tuning_the_bundled_model_keeps_its_scale_and_time_budget(tiny, tmp
     assert change(before, after, "weight") < 0.05 and change(before, after, "running_var") < 0.5
 
 
-@pytest.mark.parametrize("minutes, hyp, expect", [
-    (5, {}, {"close_mosaic_share": 0.125}),  # the bundled recipe's share, whatever the run's length
-    (5, {"close_mosaic": 3}, {"close_mosaic": 3}),  # the user's count wins
-    (5, {"close_mosaic_share": 0.3}, {"close_mosaic_share": 0.3}),
-    (None, {}, {}),  # an epoch count: ultralytics' own default
+@pytest.mark.parametrize("base, minutes, hyp, expect", [
+    ("yolov8n-seg.yaml", 5, {}, {"close_mosaic_share": 0.125}),  # from scratch: the bundled recipe's share
+    ("buildings-nano", 5, {}, {"close_mosaic_share": 0.5}),  # fine-tuning: half its epochs on tiles as they are
+    ("buildings-nano", 5, {"close_mosaic": 3}, {"close_mosaic": 3}),  # the user's count wins
+    ("yolov8n-seg.yaml", 5, {"close_mosaic_share": 0.3}, {"close_mosaic_share": 0.3}),
+    ("buildings-nano", None, {}, {}),  # an epoch count: ultralytics' own default
 ])
-def test_a_time_budgeted_run_keeps_its_mosaic_free_share(tiny, tmp_path, monkeypatch, minutes, hyp, expect):
+def test_a_time_budgeted_run_keeps_its_mosaic_free_share(tiny, tmp_path, monkeypatch, base, minutes, hyp, expect):
     """`train --minutes` learns its epoch count only as it runs; a fixed close_mosaic=10 would
     turn mosaic off for 10 of a 5-minute fine-tune's ~15 epochs. It asks train_yolo to keep a
     share instead (what train_yolo does with it: test_training_recipe)."""
@@ -261,7 +262,7 @@ def test_a_time_budgeted_run_keeps_its_mosaic_free_share(tiny, tmp_path, monkeyp
     monkeypatch.setattr(engine, "train_yolo", fake_train_yolo)
     _, tif, labels, _ = tiny
     with pytest.raises(Stop):
-        training.train([tif], labels, tmp_path / "m.pt", epochs=7, minutes=minutes, imgsz=128, overlap=16,
+        training.train([tif], labels, tmp_path / "m.pt", base=base, epochs=7, minutes=minutes, imgsz=128, overlap=16,
                        batch=4, val_fraction=0.25, device="cpu", hyp=hyp, workdir=tmp_path / "w")
     got = {k: seen[k] for k in ("close_mosaic", "close_mosaic_share") if k in seen}
     assert got == expect
