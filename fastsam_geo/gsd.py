@@ -137,17 +137,39 @@ def plan(tile_size: int, overlap: int, raster_gsd: float, model: float) -> GsdPl
     return GsdPlan(raster_gsd, model, f, tile, ov)
 
 
-def coarse_settings(p: GsdPlan) -> dict:
+def coarse_settings(p: GsdPlan, trained_on: float | None = None) -> dict:
     """What changes when ``p`` enlarges a coarse raster (``1 / p.factor >= COARSE``): the
     enlarged tiles are sharpened (unsharp mask :data:`SHARPEN`), since bicubic enlargement
-    leaves roof edges softer than any the model was trained on. Empty otherwise.
+    leaves roof edges softer than any the model was trained on. Empty otherwise, and empty
+    when ``trained_on`` (the coarsest native ground GSD of the model's training rasters, m/px:
+    a model fine-tuned on 0.5 m imagery enlarged the same way) is within :data:`SNAP` of the
+    raster's or coarser: that model learned unsharpened enlargements.
 
     Measured at 0.5 m (``benchmarks/gsd.py``; tuning mosaics chosen apart from those it
     reports): the bundled model's pooled F1 0.678 -> 0.709 on the tuning mosaics and
     0.635 -> 0.691 on the reported ones; four fold models on the towns they never saw: 0.401 ->
     0.405 pooled. A threshold lowered for coarse imagery, tried with it, added more false
     positives than matches on the unseen towns, so the model's threshold stays."""
+    if trained_on is not None and p.raster_gsd <= trained_on * (1 + SNAP):
+        return {}
     return {"sharpen": SHARPEN} if 1.0 / p.factor >= COARSE else {}
+
+
+def trained_native_gsd(card: Mapping | None) -> float | None:
+    """The coarsest native ground GSD (m/px) among the rasters a model card lists in ``data``
+    (as ``fastsam-geo train`` writes them), or ``None``."""
+    data = (card or {}).get("data")
+    if not isinstance(data, list):
+        return None
+    gsds = []
+    for d in data:
+        try:
+            g = float(d.get("ground_gsd")) if isinstance(d, Mapping) and d.get("ground_gsd") is not None else None
+        except (TypeError, ValueError):
+            g = None
+        if g is not None and math.isfinite(g) and g > 0:
+            gsds.append(g)
+    return max(gsds) if gsds else None
 
 
 def far_off(raster_gsd: float, model: ModelGsd, factor: float = FAR_OFF) -> str | None:

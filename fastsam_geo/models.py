@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import GsdWarning, InputError, ModelError
-from .gsd import GsdPlan, ModelGsd, coarse_settings, far_off, ground_gsd, model_gsd, plan
+from .gsd import GsdPlan, ModelGsd, coarse_settings, far_off, ground_gsd, model_gsd, plan, trained_native_gsd
 from .options import Options
 from .types import Instances, MaskSet
 
@@ -198,7 +198,8 @@ def resolve_gsd(options: Options, info, segmenter: object) -> tuple[Options, Gsd
     model's training range."""
     if options.gsd == "native":
         return options, None
-    card = model_gsd(model_card(segmenter)) if not bare_callable(segmenter) else None
+    full = model_card(segmenter) if not bare_callable(segmenter) else None
+    card = model_gsd(full)
     if options.gsd != "auto":
         card = ModelGsd(options.gsd, options.gsd, options.gsd) if card is None else \
             ModelGsd(options.gsd, card.lo, card.hi)
@@ -214,5 +215,6 @@ def resolve_gsd(options: Options, info, segmenter: object) -> tuple[Options, Gsd
     changes = {}
     if segmenter is None or (isinstance(segmenter, str | os.PathLike) and not _is_factory(segmenter)):
         # weights this run loads into the engine (a loaded or custom segmenter keeps its settings)
-        changes = {k: v for k, v in coarse_settings(p).items() if getattr(options, k) is None}  # the user's win
+        coarse = coarse_settings(p, trained_native_gsd(full))
+        changes = {k: v for k, v in coarse.items() if getattr(options, k) is None}  # the user's own win
     return Options.of(options, tile_size=p.tile_size, overlap=p.overlap, **changes), p

@@ -17,7 +17,7 @@ from fastsam_geo import Options, segment_raster
 from fastsam_geo.cli import main
 from fastsam_geo.engine import BUNDLED_PATH
 from fastsam_geo.errors import GsdWarning, InputError
-from fastsam_geo.gsd import COARSE, SHARPEN, coarse_settings, ground_gsd, plan
+from fastsam_geo.gsd import COARSE, SHARPEN, coarse_settings, ground_gsd, plan, trained_native_gsd
 from fastsam_geo.samples import SAMPLE_IMAGE
 from fastsam_geo.session import SegmentedRaster
 from fastsam_geo.synthetic import ColourSegmenter, PerturbedSegmenter, make_scene, write_scene
@@ -203,3 +203,23 @@ def test_cli_names_what_auto_changed_on_coarse_imagery(tmp_path):
     r = run(main, ["segment", str(coarse), "-o", str(tmp_path / "c.gpkg"), "--sharpen", "5"])
     assert r.exit_code == 2 and r.output == "Error: sharpen must be a number in [0, 3], got 5.0\n"
     assert not (tmp_path / "c.gpkg").exists()
+
+
+def test_a_model_trained_on_coarse_imagery_is_not_sharpened_for_it(tmp_path):
+    """A model fine-tuned on 0.5 m imagery at its base's 0.15 m learned bicubic enlargements as
+    they are: segment must feed it the same, not sharpened ones (its card's ``data`` says so)."""
+    p = plan(1024, 128, 0.5, 0.15)
+    assert coarse_settings(p, trained_on=0.5) == {} and coarse_settings(p, trained_on=0.48) == {}
+    assert coarse_settings(p, trained_on=0.15) == {"sharpen": SHARPEN}  # trained at its own scale only
+    assert coarse_settings(plan(1024, 128, 1.0, 0.15), trained_on=0.5) == {"sharpen": SHARPEN}  # coarser still
+    assert trained_native_gsd({"data": [{"ground_gsd": 0.3}, {"ground_gsd": 0.5}, {"ground_gsd": None}]}) == 0.5
+    for card in (None, {}, {"data": "OAM mosaics"}, {"data": [{"ground_gsd": "x"}, 3]}):
+        assert trained_native_gsd(card) is None
+    coarse = write_scene(make_scene(300, 300, seed=1, cell=64, res=0.5), tmp_path / "coarse.tif")
+    for native, sharpen in ((0.5, None), (0.15, SHARPEN)):
+        d = tmp_path / f"m{native}"
+        d.mkdir()
+        weights = Carded(d, {"gsd": 0.15, "gsd_range": [0.15, 0.15], "data": [{"ground_gsd": native}]}).path
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # far-off GSD, "checkpoints are code"
+            assert SegmentedRaster(coarse, segmenter=str(weights)).options.sharpen == sharpen
