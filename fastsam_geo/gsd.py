@@ -159,15 +159,13 @@ def trained_native_gsd(card: Mapping | None) -> float | None:
     """The coarsest native ground GSD (m/px) among the rasters a model card lists in ``data``
     (as ``fastsam-geo train`` writes them), or ``None``."""
     data = (card or {}).get("data")
-    if not isinstance(data, list):
-        return None
     gsds = []
-    for d in data:
-        try:
-            g = float(d.get("ground_gsd")) if isinstance(d, Mapping) and d.get("ground_gsd") is not None else None
-        except (TypeError, ValueError):
-            g = None
-        if g is not None and math.isfinite(g) and g > 0:
+    for d in data if isinstance(data, list) else []:
+        try:  # a card is the user's file too: an odd entry is skipped, not a traceback
+            g = float(d["ground_gsd"])
+        except (TypeError, ValueError, KeyError):
+            continue
+        if math.isfinite(g) and g > 0:
             gsds.append(g)
     return max(gsds) if gsds else None
 
