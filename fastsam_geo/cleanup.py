@@ -17,7 +17,7 @@ import numpy as np
 import shapely
 from pyproj import CRS
 
-from .coords import geodesic_areas
+from .coords import geodesic_areas, local_metres_per_unit
 from .errors import InputError
 
 #: buildingregulariser settings, in metres (its defaults, 1.0 and 0.5, measured F1 0.604 vs 0.624
@@ -31,8 +31,8 @@ def metres_per_unit(geoms: np.ndarray, crs: CRS) -> np.ndarray:
     1 where a polygon has no area (or the CRS has no ellipsoid)."""
     geoms = np.asarray(geoms, dtype=object)
     planar = shapely.area(geoms) if len(geoms) else np.zeros(0)
-    if crs is None or crs.get_geod() is None:
-        return np.ones(len(geoms))
+    if crs is None or crs.get_geod() is None:  # a local grid: its unit; no CRS: 1
+        return np.full(len(geoms), local_metres_per_unit(crs) or 1.0)
     true = geodesic_areas(geoms, crs)
     ok = planar > 0
     out = np.ones(len(geoms))

@@ -7,6 +7,7 @@ whatever axis order the CRS's authority declares.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -74,6 +75,61 @@ def transform_geometries(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
     return shapely.transform(geoms, fn)
 
 
+def reproject_footprints(geoms: np.ndarray, src: CRS, dst: CRS) -> np.ndarray:
+    """Polygons ``geoms`` (N,) from ``src`` to ``dst`` for output: :func:`transform_geometries`,
+    and those the antimeridian cuts in ``dst`` split there (:func:`split_at_antimeridian`)."""
+    return split_at_antimeridian(transform_geometries(geoms, src, dst), dst)
+
+
+@lru_cache(maxsize=64)
+def _x_wrap(crs: CRS) -> tuple[float, float] | None:
+    """``(antimeridian x, x period)`` of a CRS whose x wraps around the globe along a straight
+    vertical antimeridian: longitude/latitude in any angular unit (180° or 200 grads from its
+    prime meridian), and Mercator or equirectangular projections centred on Greenwich. None for
+    any other (UTM, polar, conic and pseudo-cylindrical projections)."""
+    if crs.is_geographic:
+        half = math.pi / _unit(crs)
+        return half, 2 * half
+    try:
+        x, _ = transform_xy(np.array([180.0, -180.0, 180.0, -180.0]), np.array([0.0, 0.0, 60.0, 60.0]),
+                            CRS.from_epsg(4326), crs)
+    except CRSError:
+        return None
+    period = float(x[0] - x[1])
+    if not (np.all(np.isfinite(x)) and period > 0) or not np.allclose(x[2:], x[:2], rtol=0, atol=1e-9 * period):
+        return None
+    return float(x[0]), period
+
+
+def split_at_antimeridian(geoms: np.ndarray, crs: CRS) -> np.ndarray:
+    """Polygons in ``crs`` that cross the antimeridian, as MultiPolygons split along it.
+
+    Reprojected vertex by vertex, a building straddling 180° gets vertices at +179.99 and
+    -179.99 and becomes a polygon spanning the whole world. Any polygon wider than half the
+    world (no footprint is) is such a one: its western vertices are moved one period east, and
+    the part east of the antimeridian moved back (GDAL's ``-wrapdateline``; RFC 7946 3.1.9).
+    Other geometries, and CRSs whose x does not wrap (:func:`_x_wrap`), are returned as given."""
+    geoms = np.asarray(geoms, dtype=object)
+    wrap = _x_wrap(crs) if len(geoms) else None
+    if wrap is None:
+        return geoms
+    edge, period = wrap
+    bounds = shapely.bounds(geoms)
+    wide = np.flatnonzero((bounds[:, 2] - bounds[:, 0]) > period / 2)  # (NaN for missing: False)
+    if not len(wide):
+        return geoms
+    out = geoms.copy()
+    big, shift = 1e3 * period, np.array([period, 0.0])
+    for i in wide:
+        whole = shapely.transform(geoms[i], lambda xy: np.where(xy[:, :1] < edge - period / 2, xy + shift, xy))
+        west = shapely.intersection(whole, shapely.box(-big, -big, edge, big))
+        east = shapely.transform(shapely.intersection(whole, shapely.box(edge, -big, big, big)), lambda xy: xy - shift)
+        parts = [p for g in (west, east) for p in shapely.get_parts(g) if isinstance(p, shapely.Polygon)
+                 and not p.is_empty]
+        out[i] = shapely.MultiPolygon(parts) if parts else geoms[i]
+    return out
+
+
 def map_to_pixel(x: np.ndarray, y: np.ndarray, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
     """Map coordinates to fractional pixel (col, row) through the inverse of ``transform``."""
     inv = ~transform
@@ -108,7 +164,11 @@ def geodesic_areas(geoms: np.ndarray, crs: CRS) -> np.ndarray:
         return out
     geod = crs.get_geod()
     if geod is None:
-        raise CRSError(f"{crs_name(crs)} has no ellipsoid; cannot compute areas in square metres")
+        local = local_metres_per_unit(crs)
+        if local is None:
+            raise CRSError(f"{crs_name(crs)} has no ellipsoid and no linear unit; cannot compute areas in square "
+                           "metres (assign the raster a real CRS, e.g. gdal_edit.py -a_srs)")
+        return np.where(shapely.is_missing(geoms), 0.0, shapely.area(geoms) * local ** 2)
     todo = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     local = todo & _under(geoms, crs, 5000.0)
     if local.any():
@@ -117,8 +177,25 @@ def geodesic_areas(geoms: np.ndarray, crs: CRS) -> np.ndarray:
     idx = np.flatnonzero(todo)
     if len(idx):
         lonlat = transform_geometries(geoms[idx], crs, crs.geodetic_crs)
+        to_degrees = np.degrees(_unit(crs.geodetic_crs))  # Geod reads degrees; NTF's geodetic CRS counts grads
+        if to_degrees != 1.0:
+            lonlat = shapely.transform(np.asarray(lonlat, dtype=object), lambda xy: xy * to_degrees)
         out[idx] = [abs(geod.geometry_area_perimeter(g)[0]) for g in lonlat]
     return out
+
+
+def local_metres_per_unit(crs: CRS | None) -> float | None:
+    """Metres per unit of an engineering (local, site-grid) CRS, whose planar lengths are ground
+    lengths: no ellipsoid, both axes in one linear unit. None for any other CRS."""
+    if crs is None or crs.get_geod() is not None or crs.type_name != "Engineering CRS" or len(crs.axis_info) < 2:
+        return None
+    units = {(a.unit_name, float(a.unit_conversion_factor)) for a in crs.axis_info[:2]}
+    if len(units) != 1:
+        return None
+    name, factor = units.pop()
+    if not (math.isfinite(factor) and factor > 0) or name.lower() in ("degree", "radian", "grad", "arc-second"):
+        return None
+    return factor
 
 
 def _unit(crs: CRS) -> float:
@@ -150,7 +227,8 @@ def _local_areas(geoms: np.ndarray, crs: CRS, geod) -> np.ndarray:
         lon, lat = transform_xy(pts[:, 0], pts[:, 1], crs, crs.geodetic_crs)
     except CRSError:
         return np.full(n, np.nan)
-    lon, lat = np.radians(lon.reshape(5, n)), np.radians(lat.reshape(5, n))
+    per = _unit(crs.geodetic_crs)  # radians per unit of the geodetic CRS: degrees mostly, grads for NTF
+    lon, lat = lon.reshape(5, n) * per, lat.reshape(5, n) * per
     dlon = (lon[[1, 3]] - lon[[2, 4]] + np.pi) % (2 * np.pi) - np.pi  # across the antimeridian too
     dlat = lat[[1, 3]] - lat[[2, 4]]
     det = np.abs(dlon[0] * dlat[1] - dlon[1] * dlat[0]) / (2 * h) ** 2  # rad² per unit²

@@ -100,10 +100,15 @@ def ground_gsd(transform: Affine, crs: object, width: int, height: int) -> float
     rows = [cy, cy, cy + 1]
     xs = [transform.c + transform.a * c + transform.b * r for c, r in zip(cols, rows, strict=True)]
     ys = [transform.f + transform.d * c + transform.e * r for c, r in zip(cols, rows, strict=True)]
-    try:  # a local/engineering CRS has no way to the ellipsoid: no ground GSD, nothing changes
+    try:  # a local/engineering CRS has no way to the ellipsoid: its own linear unit, if it has one
         lon, lat = transform_xy(np.asarray(xs, float), np.asarray(ys, float), parse_crs(crs), parse_crs("EPSG:4326"))
     except (CRSError, ProjError, ValueError):
-        return None
+        from .coords import local_metres_per_unit
+
+        local = local_metres_per_unit(parse_crs(crs))
+        if local is None:
+            return None
+        return local * math.sqrt(math.hypot(transform.a, transform.d) * math.hypot(transform.b, transform.e))
     geod = Geod(ellps="WGS84")
     _, _, dx = geod.inv(lon[0], lat[0], lon[1], lat[1])
     _, _, dy = geod.inv(lon[0], lat[0], lon[2], lat[2])

@@ -93,3 +93,69 @@ def test_lonlat_web_mercator_round_trip_is_xy_ordered(lon, lat):
 def test_untransformable_coordinates_raise():
     with pytest.raises(CRSError, match="cannot be transformed"):
         transform_xy([0.0], [95.0], parse_crs(4326), parse_crs(3857))
+
+
+@pytest.mark.parametrize("crs, x, y", [("EPSG:27572", 600000.0, 2400000.0), ("EPSG:27562", 600000.0, 200000.0),
+                                       ("EPSG:4807", 0.5, 51.0)])
+@pytest.mark.parametrize("size_m", [30.0, 20000.0])  # a house (local scale) and a district (integrated)
+def test_areas_where_the_geodetic_crs_counts_grads(crs, x, y, size_m):
+    """NTF (Paris) CRSs have a geodetic base in grads (400 to the circle), not degrees: reading
+    them as degrees made every area 10 % too large."""
+    from pyproj import Geod
+
+    c = parse_crs(crs)
+    step = size_m if not c.is_geographic else size_m / 100000 * 0.9  # ~grads per metre near 51 grads N
+    poly = shapely.box(x, y, x + step, y + step)
+    got = geodesic_areas(np.array([poly]), c)[0]
+    # independently: densified, to NTF's geographic CRS in degrees (EPSG:4275, same ellipsoid)
+    ll = transform_geometries(np.array([shapely.segmentize(poly, step / 50)]), c, parse_crs("EPSG:4275"))[0]
+    want = abs(Geod(ellps="clrk80ign").geometry_area_perimeter(ll)[0])
+    assert got == pytest.approx(want, rel=2e-4)
+
+
+def test_an_engineering_crs_measures_in_its_own_linear_unit():
+    """A site grid (LOCAL_CS) has no ellipsoid but ground lengths: areas are planar, in its unit."""
+    from fastsam_geo.coords import local_metres_per_unit
+    from fastsam_geo.gsd import ground_gsd
+
+    wkt = ('LOCAL_CS["Site grid",LOCAL_DATUM["unknown",32767],UNIT["{}",{}],AXIS["Easting",EAST],'
+           'AXIS["Northing",NORTH]]')
+    metres = parse_crs(wkt.format("metre", 1))
+    feet = parse_crs(wkt.format("US survey foot", 0.304800609601219))
+    sq = np.array([shapely.box(0, 0, 10, 10), None], dtype=object)
+    assert geodesic_areas(sq, metres).tolist() == [100.0, 0.0]
+    assert geodesic_areas(sq, feet)[0] == pytest.approx(100 * 0.304800609601219 ** 2)
+    assert local_metres_per_unit(metres) == 1.0 and local_metres_per_unit(parse_crs("EPSG:32633")) is None
+    assert ground_gsd(Affine(0.5, 0, 1000, 0, -0.5, 2000), feet, 100, 100) == pytest.approx(0.5 * 0.3048006)
+    angles = parse_crs('ENGCRS["x",EDATUM["y"],CS[Cartesian,2],AXIS["x",east,ANGLEUNIT["degree",0.0174532925199433]],'
+                       'AXIS["y",north,ANGLEUNIT["degree",0.0174532925199433]]]')
+    with pytest.raises(CRSError, match="no ellipsoid and no linear unit"):
+        geodesic_areas(sq, angles)
+
+
+@pytest.mark.parametrize("dst, on_edge, utm", [
+    ("EPSG:4326", (180.0, -16.5), "EPSG:32760"), ("EPSG:3857", (20037508.34, -1.86e6), "EPSG:32760"),
+    ("EPSG:4807", (200.0, -18.33), "EPSG:32701"),  # NTF in grads: its antimeridian is 200 grads from Paris
+])
+def test_footprints_across_the_antimeridian_are_split_not_wrapped_round_the_world(dst, on_edge, utm):
+    """A 30 m building on the antimeridian reprojected vertex by vertex spans the world; it must
+    come out as two parts, one each side, with the building's area."""
+    from fastsam_geo.coords import reproject_footprints
+
+    utm = parse_crs(utm)
+    x, y = transform_xy(np.array([on_edge[0]]), np.array([on_edge[1]]), parse_crs(dst), utm)
+    house = shapely.box(x[0] - 12, y[0] - 10, x[0] + 18, y[0] + 10)
+    inland = shapely.box(x[0] - 500, y[0], x[0] - 470, y[0] + 20)  # wholly west of it: untouched
+    naive = transform_geometries(np.array([house, inland]), utm, parse_crs(dst))
+    b = shapely.bounds(naive)
+    assert b[0, 2] - b[0, 0] > 100 * (b[1, 2] - b[1, 0])  # the defect: round the world
+    out = reproject_footprints(np.array([house, inland, None]), utm, parse_crs(dst))
+    assert out[0].geom_type == "MultiPolygon" and len(out[0].geoms) == 2
+    for part in out[0].geoms:
+        pb = part.bounds
+        assert pb[2] - pb[0] < 2 * (b[1, 2] - b[1, 0])  # each part about building-sized
+    assert out[1].equals(naive[1]) and out[2] is None
+    assert geodesic_areas(out[:1], parse_crs(dst))[0] == pytest.approx(600.0, rel=2e-3)
+    # a CRS whose x does not wrap there keeps it as it is
+    same = reproject_footprints(np.array([house]), utm, parse_crs("EPSG:3832"))
+    assert same[0].geom_type == "Polygon"
