@@ -21,6 +21,7 @@ A prompt object that selects nothing still gives its row, with an empty geometry
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -306,14 +307,18 @@ def box_ious(objects: Sequence[MergedObject], box: tuple[float, float, float, fl
 
 
 def union(objects: Sequence[MergedObject]) -> MergedObject:
-    """One object covering several (their parts together); score: the highest."""
+    """One object covering several (their parts together); score: the highest; quality: the
+    pixel-weighted mean of those that have one (as seam merging weighs views)."""
     if len(objects) == 1:
         return objects[0]
     box = (min(o.box[0] for o in objects), min(o.box[1] for o in objects),
            max(o.box[2] for o in objects), max(o.box[3] for o in objects))
+    rated = [(o.quality, o.area) for o in objects if not math.isnan(o.quality)]
+    weight = sum(a for _, a in rated)
+    quality = sum(q * a for q, a in rated) / weight if weight else (rated[0][0] if rated else math.nan)
     return MergedObject(box, tuple(p for o in objects for p in o.parts), max(o.score for o in objects),
                         sum(o.tiles for o in objects), tuple(s for o in objects for s in o.sources),
-                        tuple(p for o in objects for p in o.nodata))
+                        tuple(p for o in objects for p in o.nodata), float(quality))
 
 
 def parse_point(text: str, crs: object = None) -> PointPrompt:

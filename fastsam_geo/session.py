@@ -22,7 +22,7 @@ import shapely
 from . import io
 from .cache import DiskStore, MemoryStore, default_cache_dir
 from .cleanup import clean
-from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs, transform_geometries
+from .coords import bbox_to_pixels, crs_name, geodesic_areas, parse_crs, reproject_footprints, transform_geometries
 from .errors import CRSError, EmptyResultError, EmptyResultWarning, InputError, RasterError
 from .masks import Regions, suppress_duplicates
 from .merge import SeamMerger
@@ -52,7 +52,8 @@ CACHE_FORMAT = 3
 """Bumped when what a tile's cached instances mean changes (2: nodata as GDAL's dataset mask,
 per-tile nodata pixels kept; 3: each mask's quality kept)."""
 PROMPT_COLUMNS = {"prompt_id": "int64", "prompt_type": "object", "found": "bool", "score": "float32",
-                  "area_m2": "float64", "source": "object", "model": "object"}
+                  "quality": "float32", "area_m2": "float64", "source": "object", "model": "object"}
+"""A prompt run's columns besides ``geometry``: :data:`COLUMNS` after the prompt's own."""
 
 
 def single_call_cache(cache: str | os.PathLike | bool | None, prompting: bool):
@@ -87,6 +88,7 @@ class SegmentedRaster:
         self.client = client  # a dask.distributed.Client: tiles are segmented on its workers
         self.path = os.fspath(path)
         self.info = read_info(self.path)
+        _check_ground_units(self.info)  # areas in m²: a CRS that has none fails now, not after every tile
         # --gsd: the effective tile size and overlap replace the given ones (so the cache key,
         # the grid and prompts all use them); self.gsd says what was decided (None: nothing)
         self.options, self.gsd = resolve_gsd(self.options, self.info, segmenter)
@@ -219,10 +221,13 @@ class SegmentedRaster:
         """The objects the prompts select: one row per prompt object, in prompt order.
 
         Columns: ``prompt_id`` (index of the defining prompt in ``prompts``), ``prompt_type``,
-        ``found``, ``score``, ``area_m2``, ``source``, ``model``, ``geometry`` (a MultiPolygon
-        in the raster's CRS, or ``dst_crs``). A prompt that selects nothing keeps its row with
-        ``found`` False, no geometry (None; NULL in files) and NaN ``score`` and ``area_m2``
-        (NULL in files); a warning names those prompts. See :mod:`fastsam_geo.prompts` for the rules.
+        ``found``, ``score``, ``quality``, ``area_m2``, ``source``, ``model``, ``geometry`` (a
+        MultiPolygon in the raster's CRS, or ``dst_crs``). A prompt that selects nothing keeps its
+        row with ``found`` False, no geometry (None; NULL in files) and NaN ``score``, ``quality``
+        and ``area_m2`` (NULL in files); a warning names those prompts. See
+        :mod:`fastsam_geo.prompts` for the rules. The options' filters and clean-up apply as in a
+        whole run: objects under ``min_quality`` cannot be selected, and a selected footprint the
+        clean-up drops (``min_area`` / ``max_area`` in m², ...) is not found.
         """
         if output is not None:
             io.check_output(output, inputs=[self.path], layer=layer)
@@ -238,13 +243,13 @@ class SegmentedRaster:
         try:
             if spatial:
                 regions = [p.pixel_box() for p in spatial]
-                objects = self._objects(regions, callback, stats)
+                objects = self._rated(self._objects(regions, callback, stats))
                 for p, near in zip(spatial, _near(objects, regions)):
                     rows[p.prompt_id] = [self._select(p, [objects[k] for k in near], background)]
             if texts:
                 from .text import rank_objects
 
-                objects = self._all_objects(callback, stats)
+                objects = self._rated(self._all_objects(callback, stats))
                 obj_emb = self._object_embeddings(objects, embed)
                 for p in texts:
                     rows[p.prompt_id] = rank_objects(objects, obj_emb, embed.embed_texts([p.text])[0], p.top_k)
@@ -365,6 +370,11 @@ class SegmentedRaster:
             self._all = self._objects([(0, 0, self.info.width, self.info.height)], progress, stats)
         return self._all
 
+    def _rated(self, objects: list[MergedObject]) -> list[MergedObject]:
+        """``objects`` without those under ``min_quality`` (NaN quality, none given, stays)."""
+        q = self.options.min_quality
+        return [o for o in objects if not o.quality < q] if q > 0 else objects
+
     @staticmethod
     def _select(p: PromptObject, near: list[MergedObject], background: np.ndarray):
         """The object prompt ``p`` picks among the objects ``near`` it."""
@@ -413,17 +423,22 @@ class SegmentedRaster:
     def _prompt_frame(self, pobjs: list[PromptObject], rows) -> gpd.GeoDataFrame:
         recs = []
         traced: dict[int, object] = {}  # many clicks pick the same object: trace it once
+        tidy = self.options.cleanup()
         for p in pobjs:
             for obj, score in rows.get(p.prompt_id, [(None, float("nan"))]):
                 geom = None
                 if obj is not None:
                     if id(obj) not in traced:
-                        traced[id(obj)] = (obj, object_geometry(
-                            obj, self.info.transform, min_component=self.vector.min_component,
-                            min_hole=self.vector.min_hole, simplify=self.vector.simplify))
+                        geom = object_geometry(obj, self.info.transform, min_component=self.vector.min_component,
+                                               min_hole=self.vector.min_hole, simplify=self.vector.simplify)
+                        if tidy and geom is not None and not geom.is_empty:  # as a whole run's footprints
+                            cleaned, _ = clean(np.asarray([geom], dtype=object), self.info.crs, **tidy)
+                            geom = as_multipolygons(cleaned)[0] if len(cleaned) else None
+                        traced[id(obj)] = (obj, geom)
                     geom = traced[id(obj)][1]
                 found = geom is not None and not geom.is_empty
-                recs.append((p.prompt_id, p.kind, found, score if found else float("nan"), geom if found else None))
+                recs.append((p.prompt_id, p.kind, found, score if found else float("nan"),
+                             obj.quality if found else float("nan"), geom if found else None))
         if not recs:
             return io.empty_frame(self.info.crs, PROMPT_COLUMNS)
         geoms = as_multipolygons([g for *_, g in recs])  # nothing selected: None, NULL in files
@@ -431,9 +446,19 @@ class SegmentedRaster:
         return gpd.GeoDataFrame(
             {"prompt_id": np.asarray([r[0] for r in recs], np.int64), "prompt_type": [r[1] for r in recs],
              "found": found, "score": np.asarray([r[3] for r in recs], np.float32),
+             "quality": np.asarray([r[4] for r in recs], np.float32),
              "area_m2": np.where(found, geodesic_areas(geoms, self.info.crs), np.nan),
              **{k: [v] * len(recs) for k, v in self.provenance.items()}},
             geometry=gpd.GeoSeries(geoms, crs=self.info.crs), crs=self.info.crs)
+
+
+def _check_ground_units(info) -> None:
+    """:class:`~fastsam_geo.errors.CRSError` unless one pixel of the raster has an area in m²."""
+    if info.crs is None:
+        return
+    t = info.transform
+    pixel = shapely.Polygon([t * (0, 0), t * (1, 0), t * (1, 1), t * (0, 1)])
+    geodesic_areas(np.asarray([pixel], dtype=object), info.crs)
 
 
 def check_job_options(job_dir, restart: bool, cache, client, segmenter) -> None:
@@ -484,7 +509,7 @@ def _to_crs(gdf: gpd.GeoDataFrame, crs) -> gpd.GeoDataFrame:
     """``gdf`` reprojected to ``crs`` (None: as it is); ``area_m2`` stays (it is geodesic)."""
     if crs is None or gdf.crs == crs:
         return gdf
-    return gdf.set_geometry(transform_geometries(gdf.geometry.values, gdf.crs, crs), crs=crs)
+    return gdf.set_geometry(reproject_footprints(gdf.geometry.values, gdf.crs, crs), crs=crs)
 
 
 def _near(objects: list[MergedObject], regions: list[tuple[int, int, int, int]]) -> list[np.ndarray]:

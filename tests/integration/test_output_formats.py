@@ -241,8 +241,8 @@ def test_provenance_columns_let_runs_be_merged(rasters, tmp_path):
     tif, seg = rasters["split"]
     c = read(outs[0]).geometry.iloc[0].representative_point()
     picked = segment_raster(tif, segmenter=seg(), prompts=[PointPrompt(c.x, c.y)], **ONE_TILE)
-    assert list(picked.columns) == ["prompt_id", "prompt_type", "found", "score", "area_m2", "source", "model",
-                                    "geometry"]
+    assert list(picked.columns) == ["prompt_id", "prompt_type", "found", "score", "quality", "area_m2", "source",
+                                    "model", "geometry"]  # a whole run's columns after the prompt's own
     assert (picked.prompt_type[0], picked.source[0]) == ("point", str(tif))
 
 

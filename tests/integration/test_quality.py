@@ -17,6 +17,7 @@ from fastsam_geo.cli import main
 from fastsam_geo.errors import InputError
 from fastsam_geo.merge import SeamMerger
 from fastsam_geo.pipeline import iter_objects
+from fastsam_geo.prompts import PointPrompt
 from fastsam_geo.raster import TileReader
 from fastsam_geo.samples import SAMPLE_IMAGE
 from fastsam_geo.synthetic import ColourSegmenter, PerturbedSegmenter, make_scene, write_scene
@@ -158,3 +159,23 @@ def test_engine_quality_and_probability_agree_with_its_masks():
     # crisper masks (higher quality) have a thinner band of uncertain pixels around them
     lo, hi = 1 / (1 + np.exp(STABILITY_OFFSET)), 1 / (1 + np.exp(-STABILITY_OFFSET))
     assert ((prob > lo) & (prob < hi)).any()
+
+
+def test_a_prompt_run_filters_and_cleans_as_a_whole_run_does(scene_path):
+    """Prompts select among the objects a whole run would write: none under --min-quality, none
+    the footprint clean-up drops (m² limits), and each row carries its object's quality."""
+    kw = dict(tile_size=TILE, overlap=OVERLAP)
+    every = segment_raster(scene_path, segmenter=QualitySegmenter(), **kw)
+    points = [PointPrompt(p.x, p.y) for p in every.geometry.representative_point()]
+    picked = segment_raster(scene_path, segmenter=QualitySegmenter(), prompts=points, **kw)
+    assert picked.found.all() and list(picked.columns)[3:5] == ["score", "quality"]
+    assert np.allclose(picked["quality"], every["quality"], atol=1e-6)
+    q = float(np.median(every["quality"]))
+    strict = segment_raster(scene_path, segmenter=QualitySegmenter(), prompts=points, min_quality=q, **kw)
+    assert list(strict.found) == list(every["quality"] >= q)
+    assert strict["quality"].isna().tolist() == list(every["quality"] < q)
+    small = float(np.median(every["area_m2"]))
+    capped = segment_raster(scene_path, segmenter=QualitySegmenter(), prompts=points, max_area_m2=small, **kw)
+    assert list(capped.found) == list(every["area_m2"] <= small)
+    floored = segment_raster(scene_path, segmenter=QualitySegmenter(), prompts=points, min_area_m2=small, **kw)
+    assert list(floored.found) == list(every["area_m2"] >= small)
