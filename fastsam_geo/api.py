@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -74,7 +75,9 @@ def segment_raster(
         ``"FastSAM-x.pt"`` or a path), ``"package.module:factory"``, or a callable
         ``segmenter(images: list[np.ndarray]) -> list[MaskSet]`` taking ``(H, W, 3) uint8``
         RGB tiles at native resolution.
-    prompts: ``PointPrompt`` / ``BoxPrompt`` / ``TextPrompt`` objects in any CRS; then only
+    prompts: ``PointPrompt`` / ``BoxPrompt`` / ``TextPrompt`` objects in any CRS (or a
+        GeoDataFrame / GeoSeries / vector file of points and polygons, read as
+        :func:`~fastsam_geo.io.read_prompts` reads a file); then only
         the tiles they touch are segmented, and the result has one row per prompt object
         (``prompt_id``, ``prompt_type``, ``found``), see :mod:`fastsam_geo.prompts`.
     options: an :class:`~fastsam_geo.options.Options`; or give its fields as keywords:
@@ -119,6 +122,7 @@ def segment_raster(
     from .session import SegmentedRaster, single_call_cache
 
     options = Options.of(options, **kwargs)
+    prompts = _as_prompts(prompts)
     if output is not None:
         io.check_output(output, inputs=[path], layer=layer)
     if prompts is not None and bbox is not None:
@@ -131,15 +135,43 @@ def segment_raster(
                       stats=stats, dst_crs=dst_crs)
 
 
+def _as_prompts(prompts: object) -> list | None:
+    """``prompts`` as a list of prompt objects: a list or one prompt as given, a GeoDataFrame,
+    GeoSeries or vector file path through :func:`~fastsam_geo.io.prompts_from_frame`."""
+    from .prompts import BoxPrompt, PointPrompt, TextPrompt
+
+    if prompts is None:
+        return None
+    if isinstance(prompts, PointPrompt | BoxPrompt | TextPrompt):
+        return [prompts]
+    if isinstance(prompts, str | os.PathLike):
+        from .io import read_prompts
+
+        return read_prompts(prompts)
+    gpd_mod = importlib.import_module("geopandas")
+    if isinstance(prompts, gpd_mod.GeoDataFrame | gpd_mod.GeoSeries):
+        from .io import prompts_from_frame
+
+        return prompts_from_frame(prompts, "prompts")
+    try:
+        return list(prompts)
+    except TypeError:
+        raise InputError(f"prompts must be PointPrompt/BoxPrompt/TextPrompt objects, a GeoDataFrame or a vector "
+                         f"file, got {type(prompts).__name__}") from None
+
+
 def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike, *,
              iou: float = 0.5, ignore_partial: bool = False, partial_column: str = "partial",
              min_area: float = 0.0, raster: str | os.PathLike | None = None, clip: bool = True,
-             min_ref_area: str | None = None):
+             min_ref_area: str | None = None, pred_layer: str | None = None, gt_layer: str | None = None):
     """Score predicted footprints against reference footprints (greedy one-to-one IoU matching).
 
-    Both may be GeoDataFrames or vector file paths; predictions are reprojected to the
-    reference CRS when they differ. With ``raster`` (the image the predictions come from) and
-    ``clip`` (default), the reference is cut to the raster's valid footprint first: reference
+    Both may be GeoDataFrames or vector file paths (``pred_layer`` / ``gt_layer``: the layer of a
+    file with several, which is otherwise refused); predictions are reprojected to the
+    reference CRS when they differ. Rows without a polygon (NULL or empty geometry, points,
+    lines: a prompt run's not-found rows) are not buildings and count neither way
+    (``result.pred_without_area``, ``result.ref_without_area``). With ``raster`` (the image the
+    predictions come from) and ``clip`` (default), the reference is cut to the raster's valid footprint first: reference
     polygons with no part on valid pixels are not counted (``result.out_of_extent`` says how
     many), so an area-wide label layer scores like one made for the image. With
     ``ignore_partial``, reference polygons flagged in ``partial_column`` (e.g. cut by the image
@@ -152,14 +184,16 @@ def evaluate(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | 
     and how the reference was prepared).
     """
     return _evaluate(pred, gt, iou=iou, ignore_partial=ignore_partial, partial_column=partial_column,
-                     min_area=min_area, raster=raster, clip=clip, min_ref_area=min_ref_area)[0]
+                     min_area=min_area, raster=raster, clip=clip, min_ref_area=min_ref_area,
+                     pred_layer=pred_layer, gt_layer=gt_layer)[0]
 
 
 def prepare_reference(gt: gpd.GeoDataFrame | str | os.PathLike, *, raster: str | os.PathLike | None = None,
                       clip: bool = True, min_ref_area: str | None = None,
-                      min_area: float = 0.0) -> tuple[gpd.GeoDataFrame, dict]:
-    """The reference as :func:`evaluate` scores it (clipped to ``raster``'s valid footprint,
-    small polygons dropped), and ``{clipped, out_of_extent, below_min_area}``."""
+                      min_area: float = 0.0, layer: str | None = None) -> tuple[gpd.GeoDataFrame, dict]:
+    """The reference as :func:`evaluate` scores it (rows without a polygon dropped, clipped to
+    ``raster``'s valid footprint, small polygons dropped), and ``{clipped, out_of_extent,
+    below_min_area, ref_without_area}``. ``layer``: the layer of a file with several."""
     import geopandas as gpd
     import numpy as np
     import shapely
@@ -169,8 +203,9 @@ def prepare_reference(gt: gpd.GeoDataFrame | str | os.PathLike, *, raster: str |
     from .options import parse_quantity
     from .raster import valid_footprint
 
-    gt_df = gt if isinstance(gt, gpd.GeoDataFrame) else io.read_vector(gt)
-    notes = {"clipped": False, "out_of_extent": 0, "below_min_area": 0}
+    gt_df, without = _polygons(gt if isinstance(gt, gpd.GeoDataFrame) else
+                               io.read_vector(gt, layer=layer, layer_option="--ref-layer / gt_layer="))
+    notes = {"clipped": False, "out_of_extent": 0, "below_min_area": 0, "ref_without_area": without}
     info = read_info(raster) if raster is not None else None
     if info is not None and clip:
         if gt_df.crs is None and len(gt_df):
@@ -208,8 +243,44 @@ def prepare_reference(gt: gpd.GeoDataFrame | str | os.PathLike, *, raster: str |
     return gt_df, notes
 
 
+def _polygons(df: gpd.GeoDataFrame) -> tuple[gpd.GeoDataFrame, int]:
+    """``df``'s rows whose geometry has an area (a footprint), and how many were dropped: NULL or
+    empty geometries, points and lines are no building to match or miss."""
+    import numpy as np
+    import shapely
+
+    geoms = np.asarray(df.geometry.values, dtype=object)
+    ok = np.zeros(len(geoms), bool)
+    present = ~shapely.is_missing(geoms)
+    ok[present] = shapely.area(shapely.make_valid(geoms[present])) > 0
+    return (df, 0) if ok.all() else (df[ok], int((~ok).sum()))
+
+
+def _partial_flags(values, column: str):
+    """A reference's ``column`` as bools: 1/0, true/false, yes/no (any case); empty is 0."""
+    import numpy as np
+    import pandas as pd
+
+    words = {"1": True, "0": False, "true": True, "false": False, "yes": True, "no": False, "y": True,
+             "n": False, "t": True, "f": False, "": False}
+    out = np.zeros(len(values), bool)
+    for i, v in enumerate(values):
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            continue
+        key = str(v).strip().lower()
+        if isinstance(v, bool | np.bool_) or not isinstance(v, str):
+            try:
+                key = {1.0: "1", 0.0: "0"}[float(v)]
+            except (KeyError, TypeError, ValueError):
+                key = "?"
+        if key not in words:
+            raise InputError(f"reference column {column!r} has the value {v!r}; use 1/0, true/false or yes/no")
+        out[i] = words[key]
+    return out
+
+
 def _evaluate(pred, gt, *, iou, ignore_partial=False, partial_column="partial", min_area=0.0, raster=None,
-              clip=True, min_ref_area=None):
+              clip=True, min_ref_area=None, pred_layer=None, gt_layer=None):
     """``(result, pred_df, gt_df, raw, partial)``: the result, the layers as matched (predictions
     in the reference CRS, the prepared reference), the matching before partial references
     were set aside, and which references are partial (bool (M,))."""
@@ -223,17 +294,26 @@ def _evaluate(pred, gt, *, iou, ignore_partial=False, partial_column="partial", 
 
     if not (isinstance(iou, int | float) and 0 < iou <= 1):
         raise InputError(f"iou must be a number in (0, 1], got {iou!r}")
-    pred_df = pred if isinstance(pred, gpd.GeoDataFrame) else io.read_vector(pred)
-    gt_df, notes = prepare_reference(gt, raster=raster, clip=clip, min_ref_area=min_ref_area, min_area=min_area)
+    pred_df, pred_without = _polygons(pred if isinstance(pred, gpd.GeoDataFrame) else
+                                      io.read_vector(pred, layer=pred_layer, layer_option="--pred-layer / pred_layer="))
+    gt_df, notes = prepare_reference(gt, raster=raster, clip=clip, min_ref_area=min_ref_area, min_area=min_area,
+                                     layer=gt_layer)
+    notes["pred_without_area"] = pred_without
     if len(pred_df) and len(gt_df) and pred_df.crs != gt_df.crs:
         if pred_df.crs is None or gt_df.crs is None:
             raise InputError("cannot compare footprints: one of the layers has no CRS")
         pred_df = pred_df.to_crs(gt_df.crs)
     raw = dataclasses.replace(match(pred_df.geometry.values, gt_df.geometry.values, iou), **notes)
     partial = np.zeros(len(gt_df), bool)
-    if not ignore_partial or partial_column not in gt_df.columns:
+    if not ignore_partial:
         return raw, pred_df, gt_df, raw, partial
-    partial = gt_df[partial_column].fillna(0).astype(int).to_numpy() == 1
+    if partial_column not in gt_df.columns:
+        from .errors import InputWarning
+
+        warnings.warn(f"ignore_partial: the reference has no {partial_column!r} column, so every reference "
+                      "polygon counts", InputWarning, stacklevel=3)
+        return raw, pred_df, gt_df, raw, partial
+    partial = _partial_flags(gt_df[partial_column].tolist(), partial_column)
     pairs = tuple(p for p in raw.pairs if not partial[p[1]])
     tp = len(pairs)
     # predictions matched to partial references are dropped from both counts
@@ -246,7 +326,7 @@ def _evaluate(pred, gt, *, iou, ignore_partial=False, partial_column="partial", 
 def evaluate_by_tile(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike,
                      raster: str | os.PathLike, *, tile_size: int = 1024, iou: float = 0.5,
                      ignore_partial: bool = False, partial_column: str = "partial", clip: bool = True,
-                     min_ref_area: str | None = None):
+                     min_ref_area: str | None = None, pred_layer: str | None = None, gt_layer: str | None = None):
     """:func:`evaluate`, split by tile: the raster cut into ``tile_size``-pixel squares from
     its top-left corner, each polygon in the tile holding its centroid (a match counts in its
     reference's tile). Returns a DataFrame, one row per tile with any polygon: ``row``,
@@ -271,7 +351,7 @@ def evaluate_by_tile(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
                         (np.floor(col) // tile_size).astype(int).tolist()))
 
     split = _split(pred, gt, cells, iou=iou, ignore_partial=ignore_partial, partial_column=partial_column,
-                   raster=raster, clip=clip, min_ref_area=min_ref_area)
+                   raster=raster, clip=clip, min_ref_area=min_ref_area, pred_layer=pred_layer, gt_layer=gt_layer)
     rows = [dict(row=r, col=c, **_scores(*counts)) for (r, c), counts in sorted(split.items())]
     return pd.DataFrame(rows, columns=["row", "col", *_SCORE_COLUMNS])
 
@@ -302,7 +382,8 @@ def _scores(tp: int, fp: int, fn: int, mean_iou: float) -> dict:
 def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoDataFrame | str | os.PathLike, *,
                      sizes: Sequence[float] | str = SIZE_CLASSES_M2, raster: str | os.PathLike | None = None,
                      iou: float = 0.5, ignore_partial: bool = False, partial_column: str = "partial",
-                     clip: bool = True, min_ref_area: str | None = None):
+                     clip: bool = True, min_ref_area: str | None = None, pred_layer: str | None = None,
+                     gt_layer: str | None = None):
     """:func:`evaluate`, split by footprint size: what a model finds of huts, houses and large
     buildings. ``sizes`` are the class edges in ground square metres (ascending, > 0; numbers or
     a string ``"20,50"``), so ``(20, 50)`` makes the classes [0, 20), [20, 50) and [50, inf). A match and a missed
@@ -332,7 +413,7 @@ def evaluate_by_size(pred: gpd.GeoDataFrame | str | os.PathLike, gt: gpd.GeoData
         return np.searchsorted(edges, geodesic_areas(df.geometry.values, df.crs), side="right").tolist()
 
     split = _split(pred, gt, classes, iou=iou, ignore_partial=ignore_partial, partial_column=partial_column,
-                   raster=raster, clip=clip, min_ref_area=min_ref_area)
+                   raster=raster, clip=clip, min_ref_area=min_ref_area, pred_layer=pred_layer, gt_layer=gt_layer)
     bounds = [0.0, *edges.tolist(), float("inf")]
     rows = [dict(min_m2=bounds[k], max_m2=bounds[k + 1], **_scores(*split.get(k, (0, 0, 0, 0.0))))
             for k in range(len(edges) + 1)]

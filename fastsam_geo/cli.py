@@ -189,6 +189,7 @@ def main(debug: bool) -> None:
 @click.option("--prompt-crs", default=None, help="CRS of --point/--box (default: the raster's), e.g. EPSG:4326.")
 @click.option("--prompts", "prompts_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Vector file of prompts: points are clicks, polygons are boxes; 'label'/'group' columns.")
+@click.option("--prompts-layer", default=None, metavar="NAME", help="The --prompts file's layer, for one with several.")
 @click.option("--text", "texts", multiple=True, help="Select the object best matching this text (needs [text]).")
 @click.option("--clip", default=None, help="CLIP for --text: MODEL:WEIGHTS, e.g. ViT-B-32:/path/weights.bin.")
 @click.option("--bbox", default=None, metavar="XMIN,YMIN,XMAX,YMAX",
@@ -209,8 +210,8 @@ def main(debug: bool) -> None:
 @handle_errors
 def segment(raster, output, layer, model, device, tile_size, overlap, gsd, bands, stretch, batch_size, conf, iou,
             imgsz, max_det, tta, sharpen, dedup, skip_failed_tiles, min_area, max_area, simplify, regularize,
-            fill_holes_below, min_quality, points, boxes, prompt_crs, prompts_file, texts, clip, bbox, cache, job_dir,
-            restart, scheduler, workers, allow_empty, quiet, dst_crs):
+            fill_holes_below, min_quality, points, boxes, prompt_crs, prompts_file, prompts_layer, texts, clip, bbox,
+            cache, job_dir, restart, scheduler, workers, allow_empty, quiet, dst_crs):
     """Segment every object in RASTER, or the ones the prompts select, and write polygons to OUTPUT."""
     from .api import SegmentedRaster, single_call_cache
     from .io import check_output, read_prompts
@@ -230,7 +231,7 @@ def segment(raster, output, layer, model, device, tile_size, overlap, gsd, bands
             parse_crs(crs)  # fail early, one line
     prompts = [parse_point(p, prompt_crs) for p in points] + [parse_box(b, prompt_crs) for b in boxes]
     if prompts_file is not None:
-        prompts += read_prompts(prompts_file)
+        prompts += read_prompts(prompts_file, layer=prompts_layer)
     prompts += [TextPrompt(t) for t in texts]
     area = None
     if bbox is not None:
@@ -277,36 +278,46 @@ def _cluster(scheduler: str | None, workers: int | None):
 @click.argument("raster", type=DATASET)
 @click.option("--tile-size", default=1024, show_default=True, type=int)
 @click.option("--overlap", default=128, show_default=True, type=int)
+@click.option("--gsd", default="auto", show_default=True, metavar="auto|native|M",
+              help="As for segment: the tiles planned are those segment would cut.")
+@click.option("-m", "--model", default=None, show_default="bundled buildings-nano",
+              help="The model segment would run (its card's GSD sizes the tiles with --gsd auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @handle_errors
-def info(raster, tile_size, overlap, as_json):
+def info(raster, tile_size, overlap, gsd, model, as_json):
     """Show RASTER's CRS, size, bands, dtype, nodata, ground GSD and the tiles a run would plan."""
     from .api import raster_info
     from .coords import crs_name
     from .gsd import ground_gsd
+    from .models import resolve_gsd
+    from .options import Options
     from .raster import choose_bands
     from .tiling import plan_tiles
 
     ri = raster_info(raster)
-    grid = plan_tiles(ri.width, ri.height, tile_size, overlap)
+    opts, gsd_plan = resolve_gsd(Options(tile_size=tile_size, overlap=overlap, gsd=gsd), ri, model)
+    grid = plan_tiles(ri.width, ri.height, opts.tile_size, opts.overlap)
     rec = {
         "path": str(raster), "crs": crs_name(ri.crs), "width": ri.width, "height": ri.height,
         "bands": ri.count, "colorinterp": list(ri.colorinterp), "dtype": ri.dtype, "nodata": ri.nodata,
         "mask": ri.has_mask, "resolution": list(ri.res), "bounds": list(ri.bounds),
         "ground_gsd": None if (g := ground_gsd(ri.transform, ri.crs, ri.width, ri.height)) is None else round(g, 4),
         "overviews": ri.overviews, "rgb_bands": list(choose_bands(ri)),
-        "tiles": {"size": tile_size, "overlap": overlap, "rows": grid.n_rows, "cols": grid.n_cols,
-                  "count": len(grid)},
+        "tiles": {"size": opts.tile_size, "overlap": opts.overlap, "rows": grid.n_rows, "cols": grid.n_cols,
+                  "count": len(grid), "model_gsd": None if gsd_plan is None else round(gsd_plan.model_gsd, 4)},
     }
     if as_json:
         click.echo(json.dumps(rec, indent=2))
         return
     for key, value in rec.items():
         if key == "tiles":
-            value = (f"{value['count']} ({value['rows']} x {value['cols']}) of {tile_size} px, "
-                     f"overlap {overlap}")
+            at = "" if gsd_plan is None else \
+                f" ({tile_size} px at the model's {gsd_plan.model_gsd:g} m/px; --gsd native: as given)"
+            value = (f"{value['count']} ({value['rows']} x {value['cols']}) of {value['size']} px, "
+                     f"overlap {value['overlap']}{at}")
         elif key == "ground_gsd":
-            value = "unknown (no CRS)" if value is None else f"{value:g} m/px on the ground, at the centre"
+            value = "unknown (a CRS without ground units)" if value is None else \
+                f"{value:g} m/px on the ground, at the centre"
         click.echo(f"{key:>12}: {value}")
 
 
@@ -435,13 +446,16 @@ def cleanup_options(min_area: str, max_area: str | None, simplify: str, regulari
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PNG",
               help="Draw the imagery with TP/FP/FN outlines to this PNG (needs --raster and the [plot] extra).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--pred-layer", default=None, metavar="NAME", help="PRED's layer, for a file with several.")
+@click.option("--ref-layer", default=None, metavar="NAME", help="GT's layer, for a file with several.")
 @handle_errors
 def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile, tile_size, by_size, sizes, plot,
-             as_json):
+             as_json, pred_layer, ref_layer):
     """Score predicted footprints PRED against reference footprints GT (any vector files)."""
     from .api import evaluate as run_evaluate
     from .api import evaluate_by_size, evaluate_by_tile, prepare_reference
     from .errors import InputError
+    from .io import read_vector
 
     if (by_tile or plot) and raster is None:
         raise InputError(f"{'--by-tile' if by_tile else '--plot'} needs --raster (the image PRED comes from)")
@@ -454,6 +468,8 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
 
         if importlib.util.find_spec("matplotlib") is None:
             raise InputError("--plot needs matplotlib: pip install 'fastsam-geo[plot]'")
+    pred = read_vector(pred, layer=pred_layer, layer_option="--pred-layer")  # each file read once
+    gt = read_vector(gt, layer=ref_layer, layer_option="--ref-layer")
     kw = dict(iou=iou, ignore_partial=ignore_partial, min_ref_area=min_ref_area, raster=raster, clip=clip)
     r = run_evaluate(pred, gt, **kw)
     tiles = evaluate_by_tile(pred, gt, raster, tile_size=tile_size, **{k: v for k, v in kw.items() if k != "raster"}) \
@@ -480,6 +496,9 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
                                                "(give --raster to clip it to the image)."))
     if r.below_min_area:
         click.echo(f"{r.below_min_area} reference polygon(s) under {min_ref_area} ignored.")
+    for n, what in ((r.ref_without_area, "reference"), (r.pred_without_area, "prediction")):
+        if n:
+            click.echo(f"{n} {what} row(s) without a polygon (NULL or empty geometry, points, lines) not counted.")
     click.echo(f"TP {r.tp}  FP {r.fp}  FN {r.fn}  precision {r.precision:.6f}  recall {r.recall:.6f}  "
                f"F1 {r.f1:.6f}  mean IoU {r.mean_iou:.4f}  (IoU >= {iou:g})")
     if tiles is not None:
@@ -501,6 +520,7 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
 @click.argument("images", nargs=-1, required=True, type=DATASET)
 @click.option("--labels", required=True, type=DATASET,
               help="Footprint polygons (any vector format, any CRS).")
+@click.option("--labels-layer", default=None, metavar="NAME", help="LABELS' layer, for a file with several.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Model file to write (.pt); a model card MODEL.json is written beside it.")
 @click.option("--base", default="yolov8n-seg.yaml", show_default=True,
@@ -528,7 +548,7 @@ def evaluate(pred, gt, iou, raster, clip, ignore_partial, min_ref_area, by_tile,
                    "that will meet coarser imagery than its training data).")
 @click.option("--attribution", multiple=True, help="Data licence/attribution line for the model card.")
 @handle_errors
-def train(images, labels, output, base, epochs, minutes, gsd, imgsz, tile_size, overlap, batch, device,
+def train(images, labels, labels_layer, output, base, epochs, minutes, gsd, imgsz, tile_size, overlap, batch, device,
           val_fraction, coarsen, attribution):
     """Train a building model on IMAGES (GeoTIFFs) and footprint LABELS, offline.
 
@@ -537,7 +557,7 @@ def train(images, labels, output, base, epochs, minutes, gsd, imgsz, tile_size, 
 
     res = run_train(list(images), labels, output, base=base, epochs=epochs, minutes=minutes, gsd=gsd,
                     imgsz=imgsz, tile_size=tile_size, overlap=overlap, batch=batch, device=device,
-                    val_fraction=val_fraction, attribution=attribution, coarsen=coarsen)
+                    val_fraction=val_fraction, attribution=attribution, coarsen=coarsen, labels_layer=labels_layer)
     v = res.info.get("validation", {})
     f1 = f"validation F1@0.5 {v['f1']:.3f}" if "f1" in v else "no validation split"
     click.echo(f"model -> {res.model} ({res.model.stat().st_size / 1e6:.1f} MB), card -> {res.card}; {f1}",

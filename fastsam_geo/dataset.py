@@ -89,11 +89,14 @@ def tile_labels(polys: Sequence[Polygon], tile: Tile, *, min_area_px: float = 4.
     return out
 
 
-def load_labels(labels: gpd.GeoDataFrame | str | os.PathLike) -> gpd.GeoDataFrame:
-    """Footprints as polygons with invalid geometries repaired (``make_valid``)."""
+def load_labels(labels: gpd.GeoDataFrame | str | os.PathLike, *, layer: str | None = None,
+                layer_option: str = "--labels-layer / labels_layer=") -> gpd.GeoDataFrame:
+    """Footprints as polygons with invalid geometries repaired (``make_valid``); ``layer``: the
+    layer of a file with several."""
     from .io import read_vector
 
-    gdf = labels if isinstance(labels, gpd.GeoDataFrame) else read_vector(labels)
+    gdf = labels if isinstance(labels, gpd.GeoDataFrame) else read_vector(labels, layer=layer,
+                                                                          layer_option=layer_option)
     if len(gdf) == 0:
         raise InputError("the labels contain no features")
     if gdf.crs is None:
@@ -174,7 +177,7 @@ def build_dataset(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame 
     if not any(p[3] for p in plans):
         raise InputError(f"no label polygon overlaps any of the {len(plans)} raster(s) "
                          f"(labels in {crs_name(gdf.crs)}, bounds "
-                         f"{tuple(round(v, 6) for v in gdf.total_bounds)})")
+                         f"({', '.join(f'{v:.6f}' for v in gdf.total_bounds)}))")
 
     val_set = _choose_val(plans, val_fraction, val_images)
     summary.val_images = sorted({p for p, _ in val_set if isinstance(_, str)})
@@ -253,8 +256,9 @@ def coarsened(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def _choose_val(plans, fraction, val_images) -> set:
-    """Spatial validation split: the named rasters whole, else the last band of tile columns
-    of each raster at least two tiles wide (single-tile rasters stay in training)."""
+    """Spatial validation split: the named rasters whole, else the last band of tile columns of
+    each raster at least three tiles wide: ``fraction`` of its columns, at least one and at most
+    all but two (narrower rasters stay in training)."""
     if val_images is not None:
         names = {os.fspath(v) for v in val_images}
         return {(p, "*") for p, *_ in plans if p in names}
@@ -262,8 +266,8 @@ def _choose_val(plans, fraction, val_images) -> set:
         return set()
     chosen = set()
     for path, _, grid, _ in plans:
-        n_val = round(grid.n_cols * fraction)
-        if n_val == 0 or n_val >= grid.n_cols:
+        n_val = min(max(1, round(grid.n_cols * fraction)), grid.n_cols - 2)
+        if n_val < 1:
             continue
         for t in grid:
             if t.col >= grid.n_cols - n_val:

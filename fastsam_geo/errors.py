@@ -86,6 +86,11 @@ class FineTuneWarning(UserWarning):
     """A fine-tuned model scores worse than its base on the run's own validation area."""
 
 
+class InputWarning(UserWarning):
+    """Part of an input was set aside or could not mean what it seems (the line says what and
+    how many): the run goes on with the rest."""
+
+
 class LeftoverFilesWarning(UserWarning):
     """Temporary files of a killed run were found beside an output (removed, or left to remove)."""
 

@@ -174,23 +174,59 @@ def is_wgs84(crs: CRS) -> bool:
     return crs.equals(WGS84, ignore_axis_order=True)
 
 
-def read_vector(path: str | os.PathLike, *, layer: str | None = None) -> gpd.GeoDataFrame:
-    """Read any vector file GDAL (or GeoParquet) can; :class:`InputError` with the reason if not."""
+def read_vector(path: str | os.PathLike, *, layer: str | None = None,
+                layer_option: str = "layer=") -> gpd.GeoDataFrame:
+    """Read one layer of any vector file GDAL (or GeoParquet) can; :class:`InputError` with the
+    reason if not. A file with several spatial layers (a GeoPackage that ``segment --layer``
+    wrote into) needs ``layer``: reading its first one would silently score or train on the
+    wrong features. ``layer_option`` names the argument that chooses it, for that message. A
+    table without geometry (a CSV) is refused too."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
     try:
         if path.suffix.lower() in (".parquet", ".geoparquet"):
+            if layer is not None:
+                raise InputError(f"{path}: a GeoParquet file has one layer; do not name one ({layer!r})")
             gdf = gpd.read_parquet(path)
         else:
             with gdal_path(path) as name:  # ``a;b.gpkg`` would open ``a``
+                layer = _one_layer(path, name, layer, layer_option)
                 gdf = gpd.read_file(name, layer=layer, engine="pyogrio")
+    except InputError:
+        raise
     except Exception as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: not a vector file that can be read ({first})") from exc
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry.name not in gdf.columns:
+        raise InputError(f"{path}: a table without geometry; give a vector file (GeoPackage, GeoJSON, "
+                         "Shapefile, FlatGeobuf, GeoParquet)")
     if gdf.crs is None and len(gdf):
         raise InputError(f"{path}: vector file has no CRS; set one (e.g. ogr2ogr -a_srs)")
     return gdf
+
+
+def _one_layer(path: Path, name: str, layer: str | None, option: str) -> str | None:
+    """The layer of ``name`` to read: ``layer`` if the file has it, else its only spatial layer
+    (None: the driver's only or first one when no layer has geometry)."""
+    try:
+        layers = pyogrio.list_layers(name)
+    except Exception:  # not a vector file: reading it says why
+        return layer
+    names = [str(n) for n, _ in layers]
+    if layer is not None:
+        if layer not in names:
+            raise InputError(f"{path}: no layer {layer!r}; it has {_listed(names)}")
+        return layer
+    spatial = [str(n) for n, geom in layers if geom is not None]
+    if len(spatial) > 1:
+        raise InputError(f"{path}: has {len(spatial)} layers ({_listed(spatial)}); choose one with {option}")
+    return spatial[0] if spatial else None
+
+
+def _listed(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+    return shown or "no layers"
 
 
 def empty_frame(crs: CRS, columns: dict[str, str]) -> gpd.GeoDataFrame:
@@ -201,32 +237,53 @@ def empty_frame(crs: CRS, columns: dict[str, str]) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
 
 
-def read_prompts(path: str | os.PathLike, *, layer: str | None = None) -> list:
+def read_prompts(path: str | os.PathLike, *, layer: str | None = None,
+                 layer_option: str = "--prompts-layer / layer=") -> list:
     """Prompts from a vector file, in its own CRS: points -> point prompts, polygons -> box
-    prompts (their bounding boxes). ``label`` (1/0) and ``group`` columns are honoured.
+    prompts (their bounding boxes); a multi-part feature gives one prompt per part. ``label``
+    (1 select / 0 remove, points only) and ``group`` columns are honoured, whatever their case
+    (``LABEL`` from a Shapefile). Features without geometry are skipped; messages number
+    features as the file does (from 0). ``layer``: the layer of a file with several.
     Raises :class:`PromptError` for a file without features or with other geometry types.
     """
+    return prompts_from_frame(read_vector(path, layer=layer, layer_option=layer_option), path)
+
+
+def prompts_from_frame(gdf: gpd.GeoDataFrame | gpd.GeoSeries, path: object = "prompts") -> list:
+    """:func:`read_prompts` of a GeoDataFrame or GeoSeries (``path`` names it in messages)."""
     from .errors import PromptError
     from .prompts import BoxPrompt, PointPrompt
 
-    gdf = read_vector(path, layer=layer)
-    gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
-    if len(gdf) == 0:
+    if isinstance(gdf, gpd.GeoSeries):
+        gdf = gpd.GeoDataFrame(geometry=gdf)
+    present = (gdf.geometry.notna() & ~gdf.geometry.is_empty).to_numpy()
+    if not present.any():
         raise PromptError(f"{path}: the prompts file has no features")
     if gdf.crs is None:
         raise PromptError(f"{path}: the prompts file has no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:4326)")
+    columns = {}
+    for c in gdf.columns:  # an exact name wins over another case
+        if c != gdf.geometry.name and (c.lower() not in columns or c == c.lower()):
+            columns[c.lower()] = c
+    labels = gdf[columns["label"]].tolist() if "label" in columns else [None] * len(gdf)
+    groups = gdf[columns["group"]].tolist() if "group" in columns else [None] * len(gdf)
     crs = gdf.crs.to_wkt()
     out = []
-    for i, row in enumerate(gdf.itertuples(index=False)):
-        g = row.geometry
-        label = _label(getattr(row, "label", None), path, i)
-        group = getattr(row, "group", None)
+    for i, g in enumerate(gdf.geometry):  # i: the feature's position in the file
+        if not present[i]:
+            continue
+        label = _label(labels[i], path, i)
+        group = groups[i]
         group = None if group is None or (isinstance(group, float) and group != group) else group
         if g.geom_type in ("Point", "MultiPoint"):
             for p in getattr(g, "geoms", [g]):
                 out.append(PointPrompt(p.x, p.y, crs=crs, label=label, group=group))
         elif g.geom_type in ("Polygon", "MultiPolygon"):
-            out.append(BoxPrompt(*g.bounds, crs=crs))
+            if label == 0:
+                raise PromptError(f"{path}: feature {i} is a polygon with label 0; a box selects an object, "
+                                  "remove objects with points labelled 0")
+            for part in getattr(g, "geoms", [g]):  # each part its own box, as each point of a MultiPoint
+                out.append(BoxPrompt(*part.bounds, crs=crs))
         else:
             raise PromptError(f"{path}: feature {i} is a {g.geom_type}; prompts must be points "
                               "(clicks) or polygons (boxes)")
@@ -320,7 +377,7 @@ def _record_batches(batches, schema, types, crs: tuple[CRS, CRS], count: list, f
     wrapping of it."""
     import pyarrow as pa
 
-    from .coords import transform_geometries
+    from .coords import reproject_footprints
 
     covering = "bbox" in schema.names
     try:
@@ -328,7 +385,7 @@ def _record_batches(batches, schema, types, crs: tuple[CRS, CRS], count: list, f
             if not len(geoms):
                 continue
             arr = as_multipolygons(geoms)  # empty -> NULL; one type per layer
-            arr = transform_geometries(arr, *crs)
+            arr = reproject_footprints(arr, *crs)
             count[0] += len(arr)
             cols = [pa.array(list(values[name]), type=t) if t == pa.string()
                     else pa.array(np.asarray(values[name]), type=t, from_pandas=True)  # NaN -> NULL

@@ -20,7 +20,9 @@ class MatchResult:
 
     How the reference was prepared: ``clipped`` (cut to the raster's valid footprint),
     ``out_of_extent`` (reference polygons dropped because no part of them lies on valid
-    pixels), ``below_min_area`` (reference polygons dropped as too small to count).
+    pixels), ``below_min_area`` (reference polygons dropped as too small to count),
+    ``ref_without_area`` / ``pred_without_area`` (rows dropped because they hold no polygon:
+    NULL or empty geometries, points, lines).
     """
 
     tp: int
@@ -32,6 +34,8 @@ class MatchResult:
     clipped: bool = False
     out_of_extent: int = 0
     below_min_area: int = 0
+    ref_without_area: int = 0
+    pred_without_area: int = 0
 
     @property
     def precision(self) -> float:

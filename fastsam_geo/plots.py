@@ -115,13 +115,13 @@ def show_evaluation(raster: str | os.PathLike, pred, ref, result=None, ax=None, 
     always shows the numbers it claims. Counts are of the whole layers; ``bbox`` only zooms.
     Returns the Axes (``ax.figure.savefig("eval.png")`` or :func:`save` writes a PNG).
     """
-    from .api import evaluate
+    from .api import _polygons, evaluate
 
     colors = EVAL_COLORS | (colors or {})
     threshold = result.iou_threshold if result is not None else (0.5 if iou is None else iou)
     if result is not None and iou is not None and not math.isclose(iou, threshold):
         raise InputError(f"iou={iou} but the result was computed at IoU {threshold}")
-    pred_df, ref_df = as_frame(pred), as_frame(ref)
+    pred_df, ref_df = _polygons(as_frame(pred))[0], _polygons(as_frame(ref))[0]  # as evaluate counts them
     computed = evaluate(pred_df, ref_df, iou=threshold, ignore_partial=ignore_partial, partial_column=partial_column)
     if result is None:
         result = computed
@@ -174,12 +174,12 @@ def _classify(pred_df, ref_df, iou: float, ignore_partial: bool, partial_column:
     predictions matched to ignored references, as :func:`fastsam_geo.evaluate` counts them:
     matched once without the partial rule, then pairs with a partial reference dropped from
     both sides (those predictions are neither TP nor FP)."""
-    from .api import evaluate
+    from .api import _partial_flags, evaluate
 
     full = evaluate(pred_df, ref_df, iou=iou)
     partial = np.zeros(len(ref_df), bool)
     if ignore_partial and partial_column in getattr(ref_df, "columns", ()):
-        partial = ref_df[partial_column].fillna(0).astype(int).to_numpy() == 1
+        partial = _partial_flags(ref_df[partial_column].tolist(), partial_column)
     matched_p = np.array([p for p, _, _ in full.pairs], int)
     matched_g = np.array([g for _, g, _ in full.pairs], int)
     tp = np.sort(matched_p[~partial[matched_g]]) if len(matched_p) else np.zeros(0, int)

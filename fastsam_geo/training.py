@@ -71,7 +71,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
           val_images: Sequence[str] | None = None, conf: float | None = None, iou: float | None = None,
           gsd: str | float = "auto", seed: int = 0, attribution: Sequence[str] = (),
           workdir: str | os.PathLike | None = None, name: str | None = None,
-          hyp: dict | None = None, coarsen: float = 0.0) -> TrainResult:
+          hyp: dict | None = None, coarsen: float = 0.0, labels_layer: str | None = None) -> TrainResult:
     """Train a YOLOv8-seg building model on georeferenced ``images`` and footprint ``labels``.
 
     ``base``: ``yolov8n-seg.yaml`` (from scratch, ~6 MB model), another architecture yaml,
@@ -91,7 +91,8 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
 
     The model card records the GSD the network saw (``gsd``, ``gsd_range``), so ``segment
     --gsd auto`` resamples new imagery to it. Inference settings (``imgsz``, ``conf``, ``iou``)
-    default to the base's card when fine-tuning. Labels in another CRS are reprojected. Raises
+    default to the base's card when fine-tuning. Labels in another CRS are reprojected;
+    ``labels_layer`` names the layer of a labels file with several. Raises
     :class:`InputError` for labels that are empty or miss every image.
     """
     t_start = time.perf_counter()
@@ -107,6 +108,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     target = validate_gsd(gsd)
     check_coarsen(coarsen)
     infos = [read_info(p) for p in images]  # fails early on missing / non-georeferenced rasters
+    gdf = load_labels(labels, layer=labels_layer)  # and on unreadable labels, before ultralytics loads
     from .engine.train import resolve_base
 
     with warnings.catch_warnings():  # (its notice comes once, when training loads it)
@@ -126,7 +128,6 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
     conf = conf if conf is not None else float((base_card or {}).get("conf", 0.25))
     base_conf = float((base_card or {}).get("conf", conf))
     iou = iou if iou is not None else float((base_card or {}).get("iou", 0.6))
-    gdf = load_labels(labels)
     base_levels = model_levels(base_card)  # non-uint8 imagery: stretched as the base model expects it
     levels = measure_levels(images, levels=base_levels)  # what the network will see; into the card
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f".{output.stem}-train-",
@@ -148,7 +149,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
         train_minutes = (time.perf_counter() - t_start) / 60
         # tile_size == imgsz: at --gsd auto the network sees the card's GSD (fastsam_geo.gsd)
         meta = dict(name=name or output.stem, base=str(base), imgsz=infer_imgsz, tile_size=infer_imgsz,
-                    conf=conf, iou=iou, classes=["building"], epochs=epochs)
+                    conf=conf, iou=iou, classes=["building"], epochs=epochs_trained(best_weights, epochs))
         meta.update(training_gsd(summary, imgsz))
         meta["input_levels"] = dict(percentiles=list(levels.percentiles), values=list(levels.values))
         _export(best_weights, output, meta)
@@ -164,6 +165,7 @@ def train(images: Sequence[str | os.PathLike], labels: gpd.GeoDataFrame | str | 
                        resolution=list(i.res), ground_gsd=None if g is None else round(g, 4), native_tile=t)
                   for p, i, g, t in zip(images, infos, summary.raster_gsd, summary.tile_sizes)],
             labels=dict(source=os.fspath(labels) if not isinstance(labels, gpd.GeoDataFrame) else "GeoDataFrame",
+                        **({"layer": labels_layer} if labels_layer is not None else {}),
                         polygons=len(gdf), crs=crs_name(gdf.crs)),
             dataset=dict(train_tiles=summary.train_tiles, coarsened_tiles=summary.coarsened_tiles,
                          val_tiles=summary.val_tiles,
@@ -219,8 +221,24 @@ def _validate_into(card: dict, meta: dict, conf_source: str, output: Path, best_
                     f"{before['f1']:.2f}: check that the labels line up with the imagery (footprints a few "
                     "metres off fail IoU 0.5) and that there are enough of them; the base may serve better",
                     FineTuneWarning, stacklevel=3)
+    elif base_card is not None:  # the check against the base cannot run: say so
+        warnings.warn("no validation area (no raster is three or more tiles wide, or val_fraction is 0), so the "
+                      "fine-tuned model was not compared with its base; give a larger area or hold out a raster "
+                      "(val_images) before trusting it", FineTuneWarning, stacklevel=3)
     card["validation"] = val
     return conf_source
+
+
+def epochs_trained(best_weights: str | os.PathLike, planned: int) -> int:
+    """How many epochs the run behind ``best_weights`` (``RUN/weights/best.pt``) trained: the rows
+    of its ``results.csv``, one per finished epoch (a time budget stops early; the card must not
+    claim the planned ``epochs``); ``planned`` when there is no log to count."""
+    log = Path(best_weights).parent.parent / "results.csv"
+    try:
+        rows = [line for line in log.read_text().splitlines()[1:] if line.strip()]
+    except OSError:
+        return planned
+    return len(rows) or planned
 
 
 def _export(weights: Path, output: Path, meta: dict) -> None:
@@ -296,7 +314,8 @@ def validate_model(model: str | os.PathLike | object, regions, labels: gpd.GeoDa
     from .engine import FastSAMSegmenter
 
     if not regions:
-        return {"note": "no validation split (val_fraction=0); metrics not measured"}
+        return {"note": "no validation split (val_fraction 0, or no raster three or more tiles wide); "
+                        "metrics not measured"}
     if callable(model):
         seg = model
     else:

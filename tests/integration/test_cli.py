@@ -65,8 +65,16 @@ def test_info_text_and_json(scene_tif):
     _, tif = scene_tif
     r = run_cli("info", tif, "--tile-size", 256, "--overlap", 32)
     assert r.exit_code == 0 and "EPSG:32633" in r.output and "tiles" in r.output
-    rec = json.loads(run_cli("info", tif, "--json", "--tile-size", 256, "--overlap", 32).output)
+    rec = json.loads(run_cli("info", tif, "--json", "--tile-size", 256, "--overlap", 32, "--gsd", "native").output)
     assert rec["width"] == 600 and rec["tiles"]["count"] == 9 and rec["dtype"] == "uint8"
+    # by default the plan segment would cut: --gsd auto sizes tiles for the bundled model's GSD
+    from fastsam_geo.session import SegmentedRaster
+
+    auto = json.loads(run_cli("info", tif, "--json", "--tile-size", 256, "--overlap", 32).stdout)["tiles"]
+    grid = SegmentedRaster(tif, tile_size=256, overlap=32).grid
+    assert (auto["count"], auto["size"]) == (len(grid), grid.tiles[0].width) and auto["count"] > 9
+    assert auto["model_gsd"] > 0 and f"{auto['count']} (" in run_cli("info", tif, "--tile-size", 256,
+                                                                       "--overlap", 32).output
     assert rec["ground_gsd"] == pytest.approx(0.3, rel=1e-3)  # UTM near its central meridian
     # Web Mercator: CRS units shrink by cos(latitude) on the ground (the sample lies at 6.04 deg S;
     # geodesic on the ellipsoid, 0.3 % under the spherical cosine)

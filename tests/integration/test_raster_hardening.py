@@ -122,7 +122,7 @@ def test_a_country_wide_mosaic_is_planned_in_constant_time_and_memory(tmp_path):
     assert grid.xs[-1] == side - 1024 and len(grid.ys) == n
     (owner,) = grid.owning((side // 2, side // 2, side // 2 + 1, side // 2 + 1))
     assert owner.core[0] <= side // 2 < owner.core[2]
-    r = CliRunner().invoke(main, ["info", str(vrt)])
+    r = CliRunner().invoke(main, ["info", str(vrt), "--gsd", "native"])
     assert r.exit_code == 0 and f"{n * n} ({n} x {n})" in r.output, r.output
     assert side * side < MAX_PIXELS
 

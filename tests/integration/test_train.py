@@ -207,6 +207,7 @@ def test_fine_tuning_the_bundled_model_keeps_its_scale_and_time_budget(tiny, tmp
     card = res.info
     rows = (tmp_path / "work/yolo/train/results.csv").read_text().strip().splitlines()[1:]
     assert 1 <= len(rows) < 50  # the 1.2-second budget, not the 50 epochs
+    assert card["epochs"] == len(rows)  # what it trained, not what was planned
     assert card["data"][0]["native_tile"] == round(128 * base["gsd"] / 0.3) == 63
     assert card["gsd"] == pytest.approx(base["gsd"], rel=0.02)
     assert card["imgsz"] == card["tile_size"] == base["imgsz"] and card["conf"] == base["conf"]
@@ -456,3 +457,16 @@ def test_a_coarsened_tile_keeps_what_coarser_pixels_hold_and_loses_finer_detail(
     flat = coarsened(checker, 2.0)
     assert np.abs(flat.astype(int) - 127.5).max() <= 2
     assert np.array_equal(coarsened(checker, 1.0000001)[8:-8, 8:-8] > 127, checker[8:-8, 8:-8] > 127)
+
+
+def test_a_fine_tune_without_a_validation_area_says_it_was_not_checked(tiny, tmp_path):
+    """The comparison with the base is a fine-tune's safety net; where no validation tiles can be
+    cut, the run must say the check did not happen rather than pass silently."""
+    from fastsam_geo import training
+    from fastsam_geo.errors import FineTuneWarning
+
+    _, tif, labels, _ = tiny
+    with pytest.warns(FineTuneWarning, match="no validation area .* not compared with its base"):
+        res = training.train([tif], labels, tmp_path / "ft.pt", base="buildings-nano", epochs=1, imgsz=128,
+                             overlap=16, batch=4, val_fraction=0.0, device="cpu", hyp={"workers": 0})
+    assert "no raster three or more tiles wide" in res.info["validation"]["note"]
