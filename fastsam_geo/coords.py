@@ -243,19 +243,40 @@ def crs_name(crs: CRS) -> str:
     return f"{auth[0]}:{auth[1]}" if auth else crs.name
 
 
+def _onto_raster_longitudes(poly: shapely.Polygon, crs: CRS, transform: Affine, width: int) -> shapely.Polygon:
+    """A box reprojected into a geographic raster's CRS, its longitudes made continuous across
+    the antimeridian and moved by one turn where that brings it onto a raster that crosses it
+    (the part of a raster spanning 179.5°-180.5° east of 180° asked for at -179.8°)."""
+    turn = 2 * math.pi / _unit(crs)  # 360°, or 400 grads
+    ring = np.asarray(poly.exterior.coords)
+    x = ring[:, 0]
+    if x.max() - x.min() > turn / 2:  # straddles the antimeridian: continue it eastwards
+        x = np.where(x < 0, x + turn, x)
+    lo, hi = sorted((transform.c, transform.c + transform.a * width))
+    if x.max() < lo and x.max() + turn > lo:
+        x = x + turn
+    elif x.min() > hi and x.min() - turn < hi:
+        x = x - turn
+    return shapely.Polygon(np.column_stack([x, ring[:, 1]]))
+
+
 def bbox_to_pixels(bbox: tuple[float, float, float, float], bbox_crs: CRS, crs: CRS, transform: Affine,
                    width: int, height: int) -> tuple[tuple[int, int, int, int] | None, shapely.Geometry]:
     """A map box in ``bbox_crs`` -> the raster-pixel box ``(x0, y0, x1, y1)`` covering it, clipped
     to the raster (None when it misses the raster), and the box as a polygon in ``crs``.
 
     The box's edges are densified before reprojection, so curved edges in the raster CRS are
-    covered.
+    covered. A lon/lat box with ``xmin > xmax`` crosses the antimeridian (RFC 7946 5.2).
     """
     xmin, ymin, xmax, ymax = map(float, bbox)
+    if bbox_crs.is_geographic and xmin > xmax:  # across the antimeridian, written as RFC 7946 5.2 does
+        xmax += 2 * math.pi / _unit(bbox_crs)
     if not (xmin < xmax and ymin < ymax):
         raise ValueError(f"bbox must be (xmin, ymin, xmax, ymax) with min < max, got {bbox}")
     poly = shapely.segmentize(shapely.box(xmin, ymin, xmax, ymax), max(xmax - xmin, ymax - ymin) / 32)
     poly = transform_geometries(np.array([poly]), bbox_crs, crs)[0]
+    if crs.is_geographic:
+        poly = _onto_raster_longitudes(poly, crs, transform, width)
     ring = np.asarray(poly.exterior.coords)
     cols, rows = map_to_pixel(ring[:, 0], ring[:, 1], transform)
     x0, x1 = max(0, int(np.floor(cols.min()))), min(width, int(np.ceil(cols.max())))

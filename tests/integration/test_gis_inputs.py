@@ -255,3 +255,25 @@ def test_objects_on_the_antimeridian_are_written_split_in_lon_lat(tmp_path):
         assert (frame.geometry.apply(lambda g: len(g.geoms)) == 2).sum() >= 1  # some straddle 180°
     native = segment_raster(tif, segmenter=ColourSegmenter(), **ONE)
     assert np.allclose(np.sort(gdf.area_m2), np.sort(native.area_m2))
+
+
+def test_a_bbox_east_of_180_on_a_lon_lat_raster_across_it(tmp_path):
+    """A lon/lat raster from 179.9995° to 180.0010° (longitudes past 180, as GDAL writes them): a
+    bbox over its eastern part given as -179.99..., or in UTM 60S, selects it; before, it was
+    refused as outside the raster, while point prompts there worked."""
+    sc = make_scene(500, 400, seed=3, cell=60, crs="EPSG:4326", origin=(179.9995, -16.5), res=3e-6)
+    tif = write_scene(sc, tmp_path / "lonlat.tif")
+    east = [p for p in sc.truth_map() if p.bounds[0] > 180.0003]
+    assert east
+    x0, y0, x1, y1 = shapely.union_all(east).bounds
+    seg = ColourSegmenter()
+    got = segment_raster(tif, segmenter=seg, bbox=(x0 - 360, y0, x1 - 360, y1), bbox_crs="EPSG:4326", **ONE)
+    assert len(got) >= len(east) and all(got.geometry.intersects(shapely.box(x0, y0, x1, y1)))
+    from fastsam_geo.coords import parse_crs, transform_geometries
+
+    utm = transform_geometries(np.array([shapely.box(x0, y0, x1, y1)]), parse_crs("EPSG:4326"),
+                               parse_crs("EPSG:32760"))[0]
+    again = segment_raster(tif, segmenter=seg, bbox=utm.bounds, bbox_crs="EPSG:32760", **ONE)
+    assert len(again) >= len(east)
+    across = segment_raster(tif, segmenter=seg, bbox=(179.9996, y0, -179.9992, y1), bbox_crs="EPSG:4326", **ONE)
+    assert len(across) > len(got)  # a box from west of 180 to east of it, written as lon/lat do
