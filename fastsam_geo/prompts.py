@@ -123,9 +123,9 @@ class PromptObject:
 
 def describe(p: Prompt) -> str:
     if isinstance(p, PointPrompt):
-        return f"point ({p.x:g}, {p.y:g}" + (f", label {p.label}" if p.label != 1 else "") + ")"
-    if isinstance(p, BoxPrompt):
-        return f"box ({p.xmin:g}, {p.ymin:g}, {p.xmax:g}, {p.ymax:g})"
+        return f"point ({p.x:.10g}, {p.y:.10g}" + (f", label {p.label}" if p.label != 1 else "") + ")"
+    if isinstance(p, BoxPrompt):  # 10 digits: centimetres in metre CRSs, 1e-8 degrees (a click apart)
+        return f"box ({p.xmin:.10g}, {p.ymin:.10g}, {p.xmax:.10g}, {p.ymax:.10g})"
     return f"text {p.text!r}"
 
 

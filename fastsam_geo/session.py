@@ -457,7 +457,7 @@ def _check_ground_units(info) -> None:
     if info.crs is None:
         return
     t = info.transform
-    pixel = shapely.Polygon([t * (0, 0), t * (1, 0), t * (1, 1), t * (0, 1)])
+    pixel = shapely.Polygon([t @ (0, 0), t @ (1, 0), t @ (1, 1), t @ (0, 1)])
     geodesic_areas(np.asarray([pixel], dtype=object), info.crs)
 
 

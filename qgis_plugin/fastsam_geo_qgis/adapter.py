@@ -26,6 +26,7 @@ from qgis.core import (
     QgsPointXY,
     QgsRasterLayer,
     QgsRectangle,
+    QgsWkbTypes,
 )
 
 from fastsam_geo import BoxPrompt, Options, PointPrompt, TextPrompt
@@ -128,32 +129,46 @@ def clip_spec(clip: str | None) -> str | None:
 
 # -- feature sources (Processing inputs) ----------------------------------------------------------
 
-def frame(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem) -> gpd.GeoDataFrame:
-    """Features' geometries as a GeoDataFrame in ``crs``, one row each, in order."""
-    geoms = [shapely.from_wkb(bytes(f.geometry().asWkb())) if not f.geometry().isNull() else shapely.Polygon()
-             for f in features]
+def frame(features: Iterable[QgsFeature], crs: QgsCoordinateReferenceSystem,
+          fields: Iterable[str] = ()) -> gpd.GeoDataFrame:
+    """Features' geometries (curves as straight segments: shapely has no arcs) and attributes
+    ``fields`` (NULL as None) as a GeoDataFrame in ``crs``, one row each, in order."""
+    fields = list(fields)
+    geoms, rows = [], []
+    for f in features:
+        g = QgsGeometry(f.geometry())
+        if g.isNull():
+            geoms.append(shapely.Polygon())
+        else:
+            if QgsWkbTypes.isCurvedType(g.wkbType()):  # (a curved type even with straight rings only)
+                g = QgsGeometry(g.constGet().segmentize())
+            geoms.append(shapely.from_wkb(bytes(g.asWkb())))
+        rows.append([_attr(f, name) for name in fields])
     c = crs_string(crs) if crs.isValid() else None
-    return gpd.GeoDataFrame(geometry=gpd.GeoSeries(np.asarray(geoms, dtype=object), crs=c), crs=c)
+    data = {name: [r[k] for r in rows] for k, name in enumerate(fields)}
+    return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries(np.asarray(geoms, dtype=object), crs=c), crs=c)
 
 
 def source_prompts(points: QgsFeatureSource | None, boxes: QgsFeatureSource | None, *, label_field: str = "",
                    group_field: str = "") -> list:
-    """Point features as point prompts (``label_field``: 1 foreground, 0 background; ``group_field``:
-    points of one group select one object), polygon features as box prompts (their bounding boxes)."""
+    """Point features as point prompts, polygon features as box prompts, read by the rules of
+    :func:`fastsam_geo.read_prompts` (one prompt per part of a multi-part feature; ``label`` (1
+    object, 0 background; numbers or text) and ``group`` columns in any case). ``label_field`` /
+    ``group_field`` name other fields to read as them."""
+    from fastsam_geo.io import prompts_from_frame
+
     out: list = []
-    if points is not None:
-        crs = crs_string(points.sourceCrs())
-        for feat in points.getFeatures():
-            label, group = (_attr(feat, label_field), _attr(feat, group_field))
-            label = 1 if label is None else label
-            for part in feat.geometry().constParts():
-                out.append(PointPrompt(part.x(), part.y(), crs=crs, label=label, group=group))
-    if boxes is not None:
-        crs = crs_string(boxes.sourceCrs())
-        for feat in boxes.getFeatures():
-            r = feat.geometry().boundingBox()
-            if not r.isEmpty():
-                out.append(BoxPrompt(r.xMinimum(), r.yMinimum(), r.xMaximum(), r.yMaximum(), crs=crs))
+    for source, chosen in ((points, {"label": label_field, "group": group_field}), (boxes, {})):
+        if source is None:
+            continue
+        names = source.fields().names()
+        df = frame(source.getFeatures(), source.sourceCrs(), names)
+        for role, name in chosen.items():
+            if name:  # the named field plays the role; a field of that name otherwise would compete
+                df = df.drop(columns=[c for c in df.columns if c.lower() == role and c != name])
+                df = df.rename(columns={name: role})
+        if (df.geometry.notna() & ~df.geometry.is_empty).any():  # an empty layer gives no prompts
+            out += prompts_from_frame(df, source.sourceName() or "prompts layer")
     return out
 
 

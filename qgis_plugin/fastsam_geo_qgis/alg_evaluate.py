@@ -70,8 +70,13 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             refs, iou = list(ref_src.getFeatures()), self.parameterAsDouble(parameters, "IOU", context)
             pcrs, rcrs = pred_src.sourceCrs(), ref_src.sourceCrs()
             res = in_python_thread(lambda: evaluate(adapter.frame(preds, pcrs), adapter.frame(refs, rcrs), iou=iou))
-        out = QgsFields(pred_src.fields())
-        for name, kind in (("matched", QVariant.Bool), ("iou", QVariant.Double), ("ref_index", QVariant.Int)):
+        added = (("matched", QVariant.Bool), ("iou", QVariant.Double), ("ref_index", QVariant.Int))
+        out, kept = QgsFields(), []  # a previous evaluation's columns are replaced, not kept stale
+        for k, fld in enumerate(pred_src.fields()):
+            if fld.name().lower() not in {name for name, _ in added}:
+                out.append(fld)
+                kept.append(k)
+        for name, kind in added:
             out.append(QgsField(name, kind))
         sink, dest = self.parameterAsSink(parameters, "OUTPUT", context, out, pred_src.wkbType(),
                                           pred_src.sourceCrs())
@@ -81,7 +86,8 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
             g, v = match.get(i, (-1, 0.0))
             nf = QgsFeature(out)
             nf.setGeometry(f.geometry())
-            nf.setAttributes([*f.attributes(), g >= 0, float(v), int(g)])
+            attrs = f.attributes()
+            nf.setAttributes([*(attrs[k] for k in kept), g >= 0, float(v), int(g)])
             feats.append(nf)
         write(sink, feats, feedback)
         table_dest = self._by_size(parameters, context, feedback, preds, pcrs, refs, rcrs, iou)

@@ -50,8 +50,8 @@ class SegmentPromptsAlgorithm(FastSAMAlgorithm):
         self.addParameter(QgsProcessingParameterFeatureSource(
             "POINTS", "Point prompts", [QgsProcessing.TypeVectorPoint], optional=True))
         self.addParameter(QgsProcessingParameterField(
-            "LABEL_FIELD", "Label field (1 object, 0 background)", parentLayerParameterName="POINTS",
-            type=QgsProcessingParameterField.Numeric, optional=True))
+            "LABEL_FIELD", "Label field (1 object, 0 background; default: a field named label)",
+            parentLayerParameterName="POINTS", type=QgsProcessingParameterField.Any, optional=True))
         self.addParameter(QgsProcessingParameterField(
             "GROUP_FIELD", "Group field (points of a group select one object)", parentLayerParameterName="POINTS",
             optional=True))

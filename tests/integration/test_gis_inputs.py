@@ -277,3 +277,12 @@ def test_a_bbox_east_of_180_on_a_lon_lat_raster_across_it(tmp_path):
     assert len(again) >= len(east)
     across = segment_raster(tif, segmenter=seg, bbox=(179.9996, y0, -179.9992, y1), bbox_crs="EPSG:4326", **ONE)
     assert len(across) > len(got)  # a box from west of 180 to east of it, written as lon/lat do
+
+
+def test_a_prompt_is_described_to_the_centimetre():
+    """The `prompt` text in QGIS results names the click: 6 significant digits were 10 m apart."""
+    from fastsam_geo.prompts import describe
+
+    assert describe(PointPrompt(1669864.65, 4960963.41)) == "point (1669864.65, 4960963.41)"
+    assert describe(BoxPrompt(39.2429961, -6.0425172, 39.2430512, -6.0424513)) == \
+        "box (39.2429961, -6.0425172, 39.2430512, -6.0424513)"

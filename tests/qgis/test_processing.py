@@ -14,6 +14,7 @@ import zipfile
 
 import geopandas as gpd
 import pytest
+import shapely
 from pyproj import Transformer
 from qgis.core import (
     QgsFeature,
@@ -23,6 +24,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsRectangle,
     QgsVectorLayer,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import Qt
 from qgis_fixtures import COLOUR, ROOT, best_match
@@ -264,3 +266,65 @@ def test_model_builder_chains_segment_into_evaluate(plugin, scene, tmp_path):
     assert res["ev:matches"] == out
     matches = gpd.read_file(out)
     assert len(matches) == len(scene.truth) and matches.matched.all()
+
+
+def test_prompt_layers_are_read_as_the_python_api_reads_them(plugin, scene, tmp_path):
+    """The plugin holds no prompt rules of its own: a layer's `label` field (any case, text or
+    numbers) is read without naming it, a text label field can be named, and a MultiPolygon
+    is one box per part; the same layer through fastsam_geo.segment_raster gives the same rows."""
+    from fastsam_geo import segment_raster
+    from fastsam_geo.synthetic import ColourSegmenter
+
+    inside = [scene.truth[k].buffer(-1).representative_point() for k in (3, 20)]
+    points = layer_of("Point", "EPSG:32633", [(QgsGeometry.fromPointXY(QgsPointXY(p.x, p.y)), v)
+                                               for p, v in zip(inside, ("1", "0"))], "&field=LABEL:string")
+    boxes = layer_of("MultiPolygon", "EPSG:32633", [(QgsGeometry.fromWkt(shapely.MultiPolygon(
+        [scene.truth[5].envelope, scene.truth[25].envelope]).wkt),)])
+    out = str(tmp_path / "p.gpkg")
+    run("segment_prompts", {"INPUT": scene.path, **FAST, "POINTS": points, "BOXES": boxes, "OUTPUT": out})
+    got = gpd.read_file(out)
+    assert list(got.prompt_type) == ["point", "box", "box"] and got.found.all()  # the "0" removes, no row
+    assert [best_match(g, scene.truth)[0] for g in got.geometry] == [3, 5, 25]
+    files = tmp_path / "pts.gpkg", tmp_path / "boxes.gpkg"
+    gpd.GeoDataFrame({"LABEL": ["1", "0"]}, geometry=inside, crs=32633).to_file(files[0])
+    gpd.GeoDataFrame(geometry=[shapely.MultiPolygon([scene.truth[5].envelope, scene.truth[25].envelope])],
+                     crs=32633).to_file(files[1])
+    from fastsam_geo import read_prompts
+
+    api = segment_raster(scene.path, segmenter=ColourSegmenter(), tile_size=256, overlap=32,
+                         prompts=read_prompts(files[0]) + read_prompts(files[1]))
+    assert len(api) == len(got) and all(a.equals_exact(b, 1e-6) for a, b in zip(api.geometry, got.geometry))
+    kinds = layer_of("Point", "EPSG:32633", [(QgsGeometry.fromPointXY(QgsPointXY(p.x, p.y)), v, w)
+                                              for p, v, w in zip(inside, ("1", "0"), ("0", "1"))],
+                     "&field=kind:string&field=label:string")
+    named = str(tmp_path / "named.gpkg")  # the named text field is the label, the layer's own `label` is not
+    run("segment_prompts", {"INPUT": scene.path, **FAST, "POINTS": kinds, "LABEL_FIELD": "kind", "OUTPUT": named})
+    assert [best_match(g, scene.truth)[0] for g in gpd.read_file(named).geometry] == [3]
+
+
+def test_re_evaluating_replaces_the_previous_match_columns(plugin, scene, tmp_path):
+    """Evaluate's output chained into Evaluate again (Model Builder): the new matched / iou /
+    ref_index replace the old ones instead of being dropped behind them."""
+    seg = str(tmp_path / "segments.gpkg")
+    run("segment_raster", {"INPUT": scene.path, **FAST, "OUTPUT": seg})
+    full, half = str(tmp_path / "full.gpkg"), str(tmp_path / "half.gpkg")
+    truth = gpd.GeoDataFrame(geometry=scene.truth, crs=32633)
+    truth.to_file(full)
+    truth.iloc[::2].to_file(half)
+    first, second = str(tmp_path / "m1.gpkg"), str(tmp_path / "m2.gpkg")
+    run("evaluate", {"PREDICTIONS": seg, "REFERENCE": full, "IOU": 0.5, "OUTPUT": first})
+    res = run("evaluate", {"PREDICTIONS": first, "REFERENCE": half, "IOU": 0.5, "OUTPUT": second})
+    again = gpd.read_file(second)
+    assert int(again.matched.sum()) == res["TP"] == len(truth.iloc[::2]) < len(again)
+    assert [c for c in again.columns if c in ("matched", "iou", "ref_index")] == ["matched", "iou", "ref_index"]
+
+
+def test_curved_reference_polygons_are_scored(plugin, scene, tmp_path):
+    """A reference with arcs (CurvePolygon, as survey layers have) is segmentised, not a traceback."""
+    seg = str(tmp_path / "segments.gpkg")
+    run("segment_raster", {"INPUT": scene.path, **FAST, "OUTPUT": seg})
+    ref = layer_of("CurvePolygon", "EPSG:32633", [(QgsGeometry.fromWkt(
+        shapely.Polygon(scene.truth[k].exterior).wkt.replace("POLYGON", "CURVEPOLYGON")),) for k in range(5)])
+    assert ref.featureCount() == 5 and QgsWkbTypes.isCurvedType(ref.wkbType())
+    res = run("evaluate", {"PREDICTIONS": seg, "REFERENCE": ref, "IOU": 0.5, "OUTPUT": str(tmp_path / "m.gpkg")})
+    assert res["FN"] == 0 and res["TP"] >= 4
