@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import LeftoverFilesWarning, OutputError
 
-EXTENSIONS = (".gpkg", ".parquet", ".geoparquet", ".geojson", ".json", ".fgb")
+EXTENSIONS = (".gpkg", ".parquet", ".geoparquet", ".geojson", ".json", ".fgb", ".tif", ".tiff")  # (edge maps: .tif)
 _EXTS = "|".join(re.escape(e) for e in EXTENSIONS)
 TEMP_NAME = re.compile(rf"^\.fastsam-geo-(?P<scope>[0-9a-f]{{8}})-(?P<pid>[1-9][0-9]{{0,9}})-[0-9a-f]{{32}}"
                        rf"\.partial(?:{_EXTS})(?:-journal|-wal|-shm)?$")

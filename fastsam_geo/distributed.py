@@ -27,6 +27,7 @@ load it.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ from .masks import suppress_duplicates, to_instances
 from .merge import SeamMerger
 from .options import Options
 from .pipeline import RunStats, end_run, run_state, segment_tiles
-from .raster import TileReader
+from .raster import TileReader, is_local
 from .tiling import TileGrid
 from .types import Instances, MergedObject, Progress, ProgressCallback, Tile
 
@@ -218,6 +219,8 @@ def _proto(reader: TileReader) -> TileReader:
     """A closed copy of ``reader`` to send to workers (path, bands, the run's global stretch)."""
     proto = TileReader.__new__(TileReader)
     proto.__dict__.update(reader.__getstate__())
+    if is_local(proto.path):  # a worker runs in another folder: "scene.tif" would be its own
+        proto.path = os.path.abspath(proto.path)
     return proto
 
 

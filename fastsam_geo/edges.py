@@ -27,7 +27,7 @@ import rasterio.shutil
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from .atomic import commit, discard, reserve
+from .atomic import commit, discard, remove_leftovers, reserve
 from .errors import FastSAMGeoError, OutputError
 from .io import check_not_input
 from .masks import to_instances
@@ -144,6 +144,7 @@ def write_edges(path: str | os.PathLike, output: str | os.PathLike, *, segmenter
     seg = load_segmenter(segmenter, opts)
     reader = TileReader(path, opts.bands, stretch=opts.stretch, levels=model_levels(model_card(seg)))
     callback, close = as_callback(progress)
+    remove_leftovers(Path(out).parent)  # what a killed run left (as segment and proposals do)
     tmp, cog = reserve(out), reserve(out)
     try:
         profile = dict(driver="GTiff", width=info.width, height=info.height, count=1, dtype="uint8",

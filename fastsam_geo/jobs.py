@@ -36,6 +36,10 @@ from .tiling import TileGrid
 from .types import Instances
 
 JOB_FILE = "job.json"
+RUN_FILE = "run.json"  # the store's stub in each raster/run folder (fastsam_geo.cache.DiskStore)
+_RESUMABLE_WITH = frozenset({"skip_failed_tiles"})
+"""Options a job resumes with whatever their value: they change no recorded tile (a failed
+tile is never recorded), so a run stopped by a bad tile can go on with --skip-failed-tiles."""
 JOB_VERSION = 1
 _KEY_DIR = re.compile(r"[0-9a-f]{16}")
 _TEMP = re.compile(r"\.t\d+\.[0-9a-f]{6}\.npz")
@@ -67,8 +71,10 @@ class JobStore(DiskStore):
         if restart:
             discard_job(root)  # ours only: a folder of other files is still refused below
         check_job(root, record)
-        if not (root / JOB_FILE).exists():  # first, so a folder with tiles always says whose they are
-            _durable_write(root / JOB_FILE, json.dumps(record, indent=2).encode())
+        # the record is written with the first tile (before it, so a folder with tiles always says
+        # whose they are): a run that fails before any tile (a mistyped factory, a bbox off the
+        # raster) leaves no job that would refuse the corrected command
+        self._record = None if (root / JOB_FILE).exists() else json.dumps(record, indent=2).encode()
         super().__init__(root, raster, run, grid=grid)
         for p in self.dir.iterdir():  # records cut short by a kill: never renamed, never read
             if _TEMP.fullmatch(p.name):
@@ -80,6 +86,10 @@ class JobStore(DiskStore):
         super(DiskStore, self).put(tile, inst)  # the memory LRU; the disk write is ours
         path = self.dir / f"t{tile}.npz"
         try:
+            with self._lock:
+                if self._record is not None:
+                    _durable_write(self.job_dir / JOB_FILE, self._record)
+                    self._record = None
             _durable_savez(path, encode(inst))
         except OSError as exc:
             raise OutputError(f"{self.dir}: cannot record tile {tile} ({exc.strerror or exc}); the job stopped "
@@ -92,8 +102,9 @@ def check_job(root: Path, record: dict) -> None:
     """Refuse a job folder holding another job (other options, another raster's content) or
     files that are not a job's; an empty or new folder starts a job."""
     path = root / JOB_FILE
-    if not path.exists():
-        others = [p.name for p in root.iterdir() if p.name != MEMO_FILE]
+    if not path.exists():  # new, or a job that failed before its first tile: only our own stubs
+        others = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if not p.is_dir()
+                  and p.name != MEMO_FILE and not (p.name == RUN_FILE and len(p.relative_to(root).parts) == 3)]
         if others:
             raise InputError(f"{root}: not a fastsam-geo job folder (it holds {others[0]!r}); give a new or "
                              "empty folder to --job-dir")
@@ -120,7 +131,7 @@ def describe_changes(old: dict, new: dict) -> list[str]:
     for group in ("run", "params"):
         a, b = old.get(group) or {}, new[group]
         for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
+            if a.get(k) != b.get(k) and k not in _RESUMABLE_WITH:
                 out.append(f"{k} {a.get(k)!r} (now {b.get(k)!r})")
     return out
 

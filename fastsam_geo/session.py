@@ -313,7 +313,7 @@ class SegmentedRaster:
             raise InputError("a resumable job needs a segmenter it can recognise on resume: weights, a "
                              "package.module:factory spec, or a callable with a cache_key attribute")
         o = self.options
-        params = dict(dedup=o.dedup, prefer=o.prefer, simplify=o.simplify, skip_failed_tiles=o.skip_failed_tiles)
+        params = dict(dedup=o.dedup, prefer=o.prefer, simplify=o.simplify)  # (skip_failed_tiles: any, on resume)
         return JobStore(job_dir, self.path, self._run_key(key), params, grid=self.grid, restart=restart)
 
     def _lazy(self) -> _LazySegmenter:
@@ -353,8 +353,9 @@ class SegmentedRaster:
 
     def _objects(self, regions, progress, stats) -> list[MergedObject]:
         """Whole merged objects touching the pixel ``regions`` (segmenting only what is missing)."""
-        # the tiles owning the regions' pixels; neighbours join only to finish objects that cross
-        tiles = {self.grid.index(t): t for r in set(regions) for t in self.grid.owning(r)}
+        # every tile whose window holds the regions' pixels: a tile that missed an object its neighbour saw
+        # in their overlap must not hide it (a whole run writes it); more join only to finish objects
+        tiles = {self.grid.index(t): t for r in set(regions) for t in self.grid.intersecting(r)}
         regions = Regions(regions)
         out: list[MergedObject] = []
         batches = self._iter(progress, stats, [tiles[k] for k in sorted(tiles)], regions)

@@ -286,3 +286,37 @@ def test_a_prompt_is_described_to_the_centimetre():
     assert describe(PointPrompt(1669864.65, 4960963.41)) == "point (1669864.65, 4960963.41)"
     assert describe(BoxPrompt(39.2429961, -6.0425172, 39.2430512, -6.0424513)) == \
         "box (39.2429961, -6.0425172, 39.2430512, -6.0424513)"
+
+
+def test_edges_removes_what_a_killed_edges_run_left(scene, tmp_path):
+    import subprocess
+    import sys
+    import uuid
+
+    from fastsam_geo import edge_map
+    from fastsam_geo.atomic import _scope
+
+    _, tif, _, _ = scene
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid: a run that is over
+    left = tmp_path / f".fastsam-geo-{_scope()}-{dead.pid}-{uuid.uuid4().hex}.partial.tif"
+    left.write_bytes(b"half a GeoTIFF")
+    with pytest.warns(UserWarning, match="removed 1 temporary file"):
+        edge_map(tif, tmp_path / "edges.tif", segmenter=ColourSegmenter(), **ONE)
+    assert not left.exists() and (tmp_path / "edges.tif").exists()
+
+
+def test_workers_get_an_absolute_path_for_a_relative_raster(scene, tmp_path, monkeypatch):
+    """A Dask worker runs in its own folder: "scene.tif" must reach it as the client's file."""
+    from pathlib import Path
+
+    from fastsam_geo.distributed import _proto
+    from fastsam_geo.raster import TileReader
+
+    tif = Path(scene[1])
+    monkeypatch.chdir(tif.parent)
+    with TileReader(tif.name) as reader:
+        assert _proto(reader).path == str(tif.resolve())
+    with TileReader(tif.name) as reader:  # a GDAL virtual path stays as given
+        reader.path = "/vsicurl/https://example.com/a.tif"
+        assert _proto(reader).path == "/vsicurl/https://example.com/a.tif"

@@ -161,3 +161,30 @@ def test_a_damaged_record_is_segmented_again_and_a_cut_temporary_removed(scene_t
     assert len(logged(log)) == 1  # only the damaged tile
     assert list(got.geometry.to_wkb()) == list(ref.geometry.to_wkb())
     assert not list(job.glob("*/*/.t*"))
+
+
+def test_a_run_that_fails_before_its_first_tile_leaves_no_job_to_refuse(scene_tif, tmp_path):
+    """A mistyped factory or a bbox off the raster fails in one line; the corrected command then
+    runs (the job's record is written with its first tile, not before)."""
+    job, out = tmp_path / "job", tmp_path / "o.gpkg"
+    r = cli(scene_tif, "-o", out, "--job-dir", job, *ARGS[:-1], "-q", "--model", "slow_segmenter:factroy")
+    assert r.exit_code == 2 and "factroy" in r.output and not out.exists(), r.output
+    r = cli(scene_tif, "-o", out, "--job-dir", job, *ARGS, "--bbox", "0,0,1,1")
+    assert r.exit_code == 2 and "outside the raster" in r.output, r.output
+    r = cli(scene_tif, "-o", out, "--job-dir", job, *ARGS)
+    assert r.exit_code == 0 and out.exists(), r.output
+    assert (job / "job.json").exists() and finished_tiles(job)
+
+
+def test_a_job_stopped_by_a_bad_tile_goes_on_with_skip_failed_tiles(scene_tif, tmp_path):
+    """The failure says --skip-failed-tiles goes on without the tile: on a job, that must resume
+    it (failed tiles are never recorded), not refuse it as another job."""
+    job, out, log = tmp_path / "job", tmp_path / "o.gpkg", tmp_path / "log"
+    flaky = ["--model", "slow_segmenter:flaky", *ARGS[2:]]
+    r = cli(scene_tif, "-o", out, "--job-dir", job, *flaky, "--batch-size", "1", FSG_TEST_FAIL=1, FSG_TEST_LOG=log)
+    assert r.exit_code != 0 and "--skip-failed-tiles" in r.output and not out.exists(), r.output
+    done = len(logged(log))
+    r = cli(scene_tif, "-o", out, "--job-dir", job, *flaky, "--batch-size", "1", "--skip-failed-tiles",
+            FSG_TEST_FAIL=1, FSG_TEST_LOG=log)
+    assert r.exit_code == 0 and out.exists(), r.output
+    assert len(logged(log)) - done < len(plan_tiles(320, 320, 64, 16))  # recorded tiles were not redone
