@@ -422,21 +422,21 @@ class SegmentedRaster:
         return suppress_duplicates(inst) if self.options.dedup else inst
 
     def _prompt_frame(self, pobjs: list[PromptObject], rows) -> gpd.GeoDataFrame:
-        recs = []
-        traced: dict[int, object] = {}  # many clicks pick the same object: trace it once
+        picked = {id(o): o for p in pobjs for o, _ in rows.get(p.prompt_id, ()) if o is not None}
+        geoms = np.asarray([object_geometry(o, self.info.transform, min_component=self.vector.min_component,
+                                            min_hole=self.vector.min_hole, simplify=self.vector.simplify)
+                            for o in picked.values()], dtype=object)  # many clicks pick one object: once
         tidy = self.options.cleanup()
+        if tidy and len(geoms):  # the clean-up of a whole run's footprints, all at once
+            ok = np.flatnonzero(~(shapely.is_missing(geoms) | shapely.is_empty(geoms)))
+            cleaned, keep = clean(geoms[ok], self.info.crs, **tidy)
+            geoms = np.full(len(geoms), None, dtype=object)
+            geoms[ok[keep]] = list(as_multipolygons(cleaned))
+        traced = dict(zip(picked, geoms))
+        recs = []
         for p in pobjs:
             for obj, score in rows.get(p.prompt_id, [(None, float("nan"))]):
-                geom = None
-                if obj is not None:
-                    if id(obj) not in traced:
-                        geom = object_geometry(obj, self.info.transform, min_component=self.vector.min_component,
-                                               min_hole=self.vector.min_hole, simplify=self.vector.simplify)
-                        if tidy and geom is not None and not geom.is_empty:  # as a whole run's footprints
-                            cleaned, _ = clean(np.asarray([geom], dtype=object), self.info.crs, **tidy)
-                            geom = as_multipolygons(cleaned)[0] if len(cleaned) else None
-                        traced[id(obj)] = (obj, geom)
-                    geom = traced[id(obj)][1]
+                geom = None if obj is None else traced[id(obj)]
                 found = geom is not None and not geom.is_empty
                 recs.append((p.prompt_id, p.kind, found, score if found else float("nan"),
                              obj.quality if found else float("nan"), geom if found else None))
