@@ -247,17 +247,19 @@ class DiskStore(MemoryStore):
                       CacheWarning, stacklevel=4)
 
 
-def _make_dir(path: Path) -> None:
-    """Create a cache folder, or raise :class:`OutputError` naming it: a cache that cannot be
-    created is the user's to fix, and is found before any model loads or tile is read."""
+def _make_dir(path: Path, option: str = "--cache") -> None:
+    """Create a cache (or, ``option="--job-dir"``, job) folder, or raise :class:`OutputError`
+    naming it: a folder that cannot be created is the user's to fix, and is found before any
+    model loads or tile is read."""
+    what = "job folder" if option == "--job-dir" else "cache folder"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError as exc:
-        raise OutputError(f"{path}: cache folder is a file (or lies under one); choose another --cache "
+        raise OutputError(f"{path}: {what} is a file (or lies under one); choose another {option} "
                           f"folder ({exc.filename})") from exc
     except OSError as exc:
-        raise OutputError(f"{path}: cache folder cannot be created ({exc.strerror or exc}); choose another "
-                          "--cache folder or fix its permissions") from exc
+        raise OutputError(f"{path}: {what} cannot be created ({exc.strerror or exc}); choose another "
+                          f"{option} folder or fix its permissions") from exc
 
 
 

@@ -61,7 +61,7 @@ class JobStore(DiskStore):
     def __init__(self, job_dir: str | os.PathLike, raster: str | os.PathLike, run: dict, params: dict, *,
                  grid: TileGrid, restart: bool = False):
         root = Path(job_dir).expanduser()
-        _make_dir(root)
+        _make_dir(root, "--job-dir")
         try:
             rkey = raster_key(raster, memo=root / MEMO_FILE)
         except UnkeyableRaster as exc:
@@ -69,7 +69,11 @@ class JobStore(DiskStore):
         record = json.loads(json.dumps({"version": JOB_VERSION, "raster": os.fspath(raster), "raster_key": rkey,
                                         "run": run, "params": params}, default=str))
         if restart:
-            discard_job(root)  # ours only: a folder of other files is still refused below
+            try:
+                discard_job(root)  # ours only: a folder of other files is still refused below
+            except OSError as exc:
+                raise OutputError(f"{root}: --restart cannot remove the job's files ({exc.strerror or exc}: "
+                                  f"{exc.filename}); fix the folder's permissions or give a new --job-dir") from exc
         check_job(root, record)
         # the record is written with the first tile (before it, so a folder with tiles always says
         # whose they are): a run that fails before any tile (a mistyped factory, a bbox off the
@@ -93,7 +97,8 @@ class JobStore(DiskStore):
             _durable_savez(path, encode(inst))
         except OSError as exc:
             raise OutputError(f"{self.dir}: cannot record tile {tile} ({exc.strerror or exc}); the job stopped "
-                              "here, rerun the same command to resume once there is room") from exc
+                              "here, rerun the same command to resume once the folder can be written (space, "
+                              "permissions)") from exc
         with self._lock:
             self._on_disk.add(tile)
 

@@ -188,3 +188,24 @@ def test_a_job_stopped_by_a_bad_tile_goes_on_with_skip_failed_tiles(scene_tif, t
             FSG_TEST_FAIL=1, FSG_TEST_LOG=log)
     assert r.exit_code == 0 and out.exists(), r.output
     assert len(logged(log)) - done < len(plan_tiles(320, 320, 64, 16))  # recorded tiles were not redone
+
+
+def test_job_folder_errors_are_one_line_naming_the_job_folder(scene_tif, tmp_path, monkeypatch):
+    """A --job-dir that is a file, or a --restart that cannot remove the job's files: one line
+    naming --job-dir and the folder, exit 2 (before: "cache folder", or "unexpected OSError")."""
+    import fastsam_geo.jobs as jobs
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    r = cli(scene_tif, "-o", tmp_path / "o.gpkg", "--job-dir", afile / "job", *ARGS)
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "job folder" in r.output and "--job-dir" in r.output
+    job = tmp_path / "job"
+    assert cli(scene_tif, "-o", tmp_path / "o.gpkg", "--job-dir", job, *ARGS).exit_code == 0
+
+    def denied(root):
+        raise PermissionError(13, "Permission denied", str(root / "job.json"))
+
+    monkeypatch.setattr(jobs, "discard_job", denied)
+    r = cli(scene_tif, "-o", tmp_path / "o.gpkg", "--job-dir", job, *ARGS, "--restart")
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "--restart cannot remove the job's files (Permission denied" in r.output
