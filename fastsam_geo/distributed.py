@@ -27,6 +27,7 @@ load it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -73,8 +74,11 @@ def cluster(scheduler: str | None = None, workers: int | None = None, *, timeout
         with client:
             yield client
         return
+    # silence_logs: a task's failure reaches the user as our one-line error, not also as the workers'
+    # "Compute Failed ... Traceback" log records on stderr
     with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as lc, distributed.Client(lc) as client:
+                                  dashboard_address=None, silence_logs=logging.CRITICAL) as lc, \
+            distributed.Client(lc) as client:
         yield client
 
 

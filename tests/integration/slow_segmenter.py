@@ -77,3 +77,8 @@ def logged(path) -> list[str]:
     if not os.path.exists(path):
         return []
     return [line for line in open(path).read().split("\n") if len(line) == 40]
+
+
+def unloadable():
+    """A factory that fails where the model loads (on the workers, under a cluster)."""
+    raise RuntimeError("no such model on this worker")

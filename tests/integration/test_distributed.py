@@ -127,3 +127,19 @@ def test_a_killed_worker_still_completes_the_same_output(scene_tif, client):
     got = segment_raster(scene_tif, client=client, progress=progress, **KW)
     assert killed and killed[0] < N_TILES
     assert wkb(got) == wkb(ref)
+
+
+def test_a_failure_on_local_workers_is_one_line_on_stderr(scene_tif, tmp_path):
+    """A worker's task failure (its model does not load there) is the CLI's one Error line, not
+    also the workers' log records ("Compute Failed ... Traceback") on stderr. A real process: the
+    workers' logs go to its stderr."""
+    import subprocess
+
+    env = {**os.environ, "YOLO_OFFLINE": "true", "PYTHONPATH": os.pathsep.join([str(HERE.parents[1]), str(HERE)])}
+    exe = Path(sys.executable).with_name("fastsam-geo")
+    r = subprocess.run([str(exe), "segment", str(scene_tif), "-o", str(tmp_path / "o.gpkg"), "--model",
+                        "slow_segmenter:unloadable", "--tile-size", "64", "--overlap", "16", "--workers", "1", "-q"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("Error:") and "no such model" in r.stderr, r.stderr
+    assert not (tmp_path / "o.gpkg").exists()
