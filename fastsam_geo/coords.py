@@ -88,8 +88,8 @@ def _x_wrap(crs: CRS) -> tuple[float, float] | None:
     prime meridian), and Mercator or equirectangular projections centred on Greenwich. None for
     any other (UTM, polar, conic and pseudo-cylindrical projections)."""
     if crs.is_geographic:
-        half = math.pi / _unit(crs)
-        return half, 2 * half
+        turn = longitude_turn(crs)
+        return turn / 2, turn
     try:
         x, _ = transform_xy(np.array([180.0, -180.0, 180.0, -180.0]), np.array([0.0, 0.0, 60.0, 60.0]),
                             CRS.from_epsg(4326), crs)
@@ -198,6 +198,11 @@ def local_metres_per_unit(crs: CRS | None) -> float | None:
     return factor
 
 
+def longitude_turn(crs: CRS) -> float:
+    """One turn of a geographic CRS's longitude in its own unit: 360 (degrees), 400 (grads)."""
+    return 2 * math.pi / _unit(crs)
+
+
 def _unit(crs: CRS) -> float:
     """Metres (projected) or radians (geographic) per unit of the CRS's first axis."""
     return float(crs.axis_info[0].unit_conversion_factor) if crs.axis_info else 1.0
@@ -247,7 +252,7 @@ def _onto_raster_longitudes(poly: shapely.Polygon, crs: CRS, transform: Affine, 
     """A box reprojected into a geographic raster's CRS, its longitudes made continuous across
     the antimeridian and moved by one turn where that brings it onto a raster that crosses it
     (the part of a raster spanning 179.5°-180.5° east of 180° asked for at -179.8°)."""
-    turn = 2 * math.pi / _unit(crs)  # 360°, or 400 grads
+    turn = longitude_turn(crs)
     ring = np.asarray(poly.exterior.coords)
     x = ring[:, 0]
     if x.max() - x.min() > turn / 2:  # straddles the antimeridian: continue it eastwards
@@ -270,7 +275,7 @@ def bbox_to_pixels(bbox: tuple[float, float, float, float], bbox_crs: CRS, crs: 
     """
     xmin, ymin, xmax, ymax = map(float, bbox)
     if bbox_crs.is_geographic and xmin > xmax:  # across the antimeridian, written as RFC 7946 5.2 does
-        xmax += 2 * math.pi / _unit(bbox_crs)
+        xmax += longitude_turn(bbox_crs)
     if not (xmin < xmax and ymin < ymax):
         raise ValueError(f"bbox must be (xmin, ymin, xmax, ymax) with min < max, got {bbox}")
     poly = shapely.segmentize(shapely.box(xmin, ymin, xmax, ymax), max(xmax - xmin, ymax - ymin) / 32)

@@ -29,7 +29,7 @@ import numpy as np
 from affine import Affine
 from pyproj import CRS
 
-from .coords import crs_name, map_to_pixel, parse_crs, transform_xy
+from .coords import crs_name, longitude_turn, map_to_pixel, parse_crs, transform_xy
 from .errors import CRSError, PromptError
 from .masks import Box
 from .types import MergedObject
@@ -206,13 +206,14 @@ class _Frame:
         return map_to_pixel(self.wrap(x), y, self.transform)
 
     def wrap(self, x: np.ndarray) -> np.ndarray:
-        """Longitudes moved by 360° where that brings them onto a geographic raster that
-        crosses the antimeridian (a click at -179.99° on a raster spanning 179.5°-180.5°)."""
+        """Longitudes moved by a turn (360°, 400 grads) where that brings them onto a geographic
+        raster that crosses the antimeridian (a click at -179.99° on a raster spanning 179.5°-180.5°)."""
         if not self.crs.is_geographic:
             return x
         x0, _, x1, _ = self.bounds
-        x = np.where((x < x0) & (x + 360 <= x1), x + 360, x)
-        return np.where((x > x1) & (x - 360 >= x0), x - 360, x)
+        turn = longitude_turn(self.crs)
+        x = np.where((x < x0) & (x + turn <= x1), x + turn, x)
+        return np.where((x > x1) & (x - turn >= x0), x - turn, x)
 
     def outside(self, i: int, p: Prompt) -> None:
         _raise_outside(i, p, self.crs, self.transform, self.width, self.height)

@@ -159,3 +159,16 @@ def test_footprints_across_the_antimeridian_are_split_not_wrapped_round_the_worl
     # a CRS whose x does not wrap there keeps it as it is
     same = reproject_footprints(np.array([house]), utm, parse_crs("EPSG:3832"))
     assert same[0].geom_type == "Polygon"
+
+
+def test_a_click_wraps_onto_a_raster_across_the_antimeridian_in_its_own_unit():
+    """A turn is 360 in degrees but 400 in grads (NTF Paris): a click at -199.9 grads lands on a
+    raster spanning 199.8-200.2 grads, as -179.9° does on one spanning 179.8°-180.2°."""
+    from fastsam_geo.coords import longitude_turn
+    from fastsam_geo.prompts import _Frame
+
+    for crs, edge in (("EPSG:4326", 180.0), ("EPSG:4807", 200.0)):
+        c = parse_crs(crs)
+        assert longitude_turn(c) == pytest.approx(2 * edge)
+        frame = _Frame(c, Affine(0.01, 0, edge - 0.2, 0, -0.01, 10.0), 40, 10)
+        assert frame.wrap(np.array([-edge + 0.1]))[0] == pytest.approx(edge + 0.1)
